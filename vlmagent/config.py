@@ -1,0 +1,186 @@
+"""Configs: dataclasses loaded from YAML that reject unknown keys, plus dotted overrides.
+
+    cfg = load("configs/score.yaml", ["reward.weights.execution=0.5"])
+
+Every error names the file and the dotted key path, so a typo never silently falls back to a
+default.
+"""
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+
+class ConfigError(ValueError):
+    """A config file or override that cannot be used; the message names file and key."""
+
+
+# ---------------------------------------------------------------- sections
+@dataclass
+class BrowserConfig:
+    executable: str = ""  # empty: $VLMAGENT_CHROMIUM, then `chromium` / `chromium-browser` on PATH
+    extra_args: list[str] = field(default_factory=list)
+    viewport_width: int = 1280
+    viewport_height: int = 800
+    mobile_width: int = 375
+    mobile_height: int = 812
+    nav_timeout_s: float = 8.0  # one navigation (goto) including the load event
+    action_timeout_s: float = 1.5  # one click / evaluate / screenshot
+    page_budget_s: float = 15.0  # everything done on one page
+    site_budget_s: float = 45.0  # everything done on one site
+    settle_ms: int = 100  # wait after load or click before observing
+    js_heap_mb: int = 256  # V8 old-space cap per renderer
+    max_pages: int = 8
+    max_clicks_per_page: int = 6
+    max_forms_per_page: int = 2
+    max_navigations_per_page: int = 10  # reload loops are cut off after this many
+    max_screenshot_height: int = 3000
+
+
+@dataclass
+class StructureConfig:
+    max_files: int = 2000  # files scanned for references; the rest are counted, not parsed
+    max_file_bytes: int = 2_000_000  # larger HTML/CSS files are not parsed for references
+    min_ref_fraction: float = 0.5  # share of internal references that must resolve to pass
+
+
+@dataclass
+class ExecutionConfig:
+    pass_threshold: float = 0.5  # execution score needed to pass (index must load and render too)
+    fail_on_page_errors: bool = True  # an uncaught exception on the index page fails the stage
+    screenshots: bool = True
+
+
+@dataclass
+class RewardConfig:
+    stages: list[str] = field(default_factory=lambda: ["structure", "execution"])
+    # Blend of stage scores inside a gate band; see rewards/cascade.py for the composition.
+    weights: dict[str, float] = field(default_factory=lambda: {"structure": 1.0, "execution": 2.0})
+    timeouts_s: dict[str, float] = field(
+        default_factory=lambda: {"structure": 20.0, "execution": 60.0}
+    )
+    cache_dir: str = ""  # empty: in-memory cache only
+    structure: StructureConfig = field(default_factory=StructureConfig)
+    execution: ExecutionConfig = field(default_factory=ExecutionConfig)
+
+
+@dataclass
+class ScoreConfig:
+    workers: int = 2
+    site_timeout_s: float = 150.0  # hard wall per site; the worker is killed and replaced after it
+    slowest: int = 5  # how many of the slowest sites the summary lists
+
+
+@dataclass
+class Config:
+    browser: BrowserConfig = field(default_factory=BrowserConfig)
+    reward: RewardConfig = field(default_factory=RewardConfig)
+    score: ScoreConfig = field(default_factory=ScoreConfig)
+
+
+# ---------------------------------------------------------------- loading
+def load(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = (),
+         cls: type = Config) -> Any:
+    """Read YAML at `path` (or start from defaults), apply `key.path=value` overrides, build `cls`."""
+    source = str(path) if path else "<defaults>"
+    raw: dict[str, Any] = {}
+    if path:
+        try:
+            text = Path(path).read_text()
+        except OSError as e:
+            raise ConfigError(f"{source}: cannot read config ({e.strerror or e})") from None
+        try:
+            raw = yaml.safe_load(text) or {}
+        except yaml.YAMLError as e:
+            raise ConfigError(f"{source}: not valid YAML: {e}") from None
+        if not isinstance(raw, dict):
+            raise ConfigError(f"{source}: top level must be a mapping, got {type(raw).__name__}")
+    for ov in overrides:
+        apply_override(raw, ov, source)
+    return from_dict(cls, raw, source)
+
+
+def apply_override(raw: dict[str, Any], override: str, source: str = "<overrides>") -> None:
+    """Set `a.b.c=value` in a nested dict; the value is parsed as YAML (0.5, true, [a, b])."""
+    key, sep, value = override.partition("=")
+    if not sep or not key.strip():
+        raise ConfigError(f"override {override!r}: expected key.path=value")
+    parts = key.strip().split(".")
+    node = raw
+    for i, part in enumerate(parts[:-1]):
+        nxt = node.setdefault(part, {})
+        if not isinstance(nxt, dict):
+            raise ConfigError(f"{source}: override {override!r}: "
+                              f"{'.'.join(parts[:i + 1])} is not a section")
+        node = nxt
+    try:
+        node[parts[-1]] = yaml.safe_load(value)
+    except yaml.YAMLError as e:
+        raise ConfigError(f"override {override!r}: value is not valid YAML: {e}") from None
+
+
+def from_dict(cls: type, raw: Any, source: str, prefix: str = "") -> Any:
+    """Build dataclass `cls` from `raw`, rejecting unknown keys and wrong types."""
+    where = prefix or "<top level>"
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{source}: {where}: expected a mapping, got {type(raw).__name__}")
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(raw) - set(fields))
+    if unknown:
+        key = f"{prefix}.{unknown[0]}" if prefix else str(unknown[0])
+        raise ConfigError(f"{source}: unknown key '{key}' (valid keys here: {', '.join(fields)})")
+    kwargs = {name: _coerce(hints[name], value, source, f"{prefix}.{name}" if prefix else name)
+              for name, value in raw.items()}
+    return cls(**kwargs)
+
+
+def _coerce(tp: Any, value: Any, source: str, key: str) -> Any:
+    origin = typing.get_origin(tp)
+    if dataclasses.is_dataclass(tp):
+        return from_dict(tp, value, source, key)
+    if origin in (typing.Union, types.UnionType):
+        args = typing.get_args(tp)
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for arg in (a for a in args if a is not type(None)):
+            try:
+                return _coerce(arg, value, source, key)
+            except ConfigError as e:
+                errors.append(str(e))
+        raise ConfigError(errors[0])
+    if origin is list:
+        if not isinstance(value, list):
+            raise _type_error(source, key, "a list", value)
+        (item,) = typing.get_args(tp) or (Any,)
+        return [_coerce(item, v, source, f"{key}[{i}]") for i, v in enumerate(value)]
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise _type_error(source, key, "a mapping", value)
+        kt, vt = typing.get_args(tp) or (Any, Any)
+        return {_coerce(kt, k, source, key): _coerce(vt, v, source, f"{key}.{k}")
+                for k, v in value.items()}
+    if tp is Any:
+        return value
+    if tp is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if tp in (int, float) and isinstance(value, bool):
+        raise _type_error(source, key, tp.__name__, value)
+    if isinstance(tp, type) and not isinstance(value, tp):
+        raise _type_error(source, key, tp.__name__, value)
+    return value
+
+
+def _type_error(source: str, key: str, want: str, value: Any) -> ConfigError:
+    return ConfigError(f"{source}: key '{key}' must be {want}, got {type(value).__name__} {value!r}")
+
+
+def to_dict(cfg: Any) -> dict[str, Any]:
+    return dataclasses.asdict(cfg)

@@ -87,23 +87,35 @@ class Config:
 # ---------------------------------------------------------------- loading
 def load(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = (),
          cls: type = Config) -> Any:
-    """Read YAML at `path` (or start from defaults), apply `key.path=value` overrides, build `cls`."""
+    """Read YAML at `path` (or start from defaults), apply `key.path=value` overrides, build `cls`.
+
+    Overrides apply to the effective config (file over defaults), so `reward.weights.execution=0.5`
+    changes one entry of the weights and keeps the others.
+    """
     source = str(path) if path else "<defaults>"
     raw: dict[str, Any] = {}
     if path:
         try:
-            text = Path(path).read_text()
+            text = Path(path).read_text(encoding="utf-8")
         except OSError as e:
             raise ConfigError(f"{source}: cannot read config ({e.strerror or e})") from None
+        except UnicodeDecodeError as e:
+            raise ConfigError(f"{source}: cannot read config (not UTF-8 text: {e})") from None
         try:
-            raw = yaml.safe_load(text) or {}
+            raw = yaml.safe_load(text)
         except yaml.YAMLError as e:
             raise ConfigError(f"{source}: not valid YAML: {e}") from None
+        if raw is None:  # empty file (or only comments): all defaults
+            raw = {}
         if not isinstance(raw, dict):
             raise ConfigError(f"{source}: top level must be a mapping, got {type(raw).__name__}")
+    cfg = from_dict(cls, raw, source)
+    if not overrides:
+        return cfg
+    merged = to_dict(cfg)
     for ov in overrides:
-        apply_override(raw, ov, source)
-    return from_dict(cls, raw, source)
+        apply_override(merged, ov, source)
+    return from_dict(cls, merged, f"{source} + overrides")
 
 
 def apply_override(raw: dict[str, Any], override: str, source: str = "<overrides>") -> None:
@@ -114,7 +126,9 @@ def apply_override(raw: dict[str, Any], override: str, source: str = "<overrides
     parts = key.strip().split(".")
     node = raw
     for i, part in enumerate(parts[:-1]):
-        nxt = node.setdefault(part, {})
+        nxt = node.get(part)
+        if nxt is None:  # absent, or an empty section (`reward:` with every key commented out)
+            nxt = node[part] = {}
         if not isinstance(nxt, dict):
             raise ConfigError(f"{source}: override {override!r}: "
                               f"{'.'.join(parts[:i + 1])} is not a section")
@@ -132,7 +146,7 @@ def from_dict(cls: type, raw: Any, source: str, prefix: str = "") -> Any:
         raise ConfigError(f"{source}: {where}: expected a mapping, got {type(raw).__name__}")
     hints = typing.get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls)}
-    unknown = sorted(set(raw) - set(fields))
+    unknown = sorted((k for k in raw if k not in fields), key=str)  # YAML keys may be non-str
     if unknown:
         key = f"{prefix}.{unknown[0]}" if prefix else str(unknown[0])
         raise ConfigError(f"{source}: unknown key '{key}' (valid keys here: {', '.join(fields)})")
@@ -144,7 +158,8 @@ def from_dict(cls: type, raw: Any, source: str, prefix: str = "") -> Any:
 def _coerce(tp: Any, value: Any, source: str, key: str) -> Any:
     origin = typing.get_origin(tp)
     if dataclasses.is_dataclass(tp):
-        return from_dict(tp, value, source, key)
+        # An empty section (`browser:` with every key commented out) means all its defaults.
+        return from_dict(tp, {} if value is None else value, source, key)
     if origin in (typing.Union, types.UnionType):
         args = typing.get_args(tp)
         if value is None and type(None) in args:
@@ -179,7 +194,8 @@ def _coerce(tp: Any, value: Any, source: str, key: str) -> Any:
 
 
 def _type_error(source: str, key: str, want: str, value: Any) -> ConfigError:
-    return ConfigError(f"{source}: key '{key}' must be {want}, got {type(value).__name__} {value!r}")
+    got = f"{type(value).__name__} {value!r}"
+    return ConfigError(f"{source}: key '{key}' must be {want}, got {got}")
 
 
 def to_dict(cfg: Any) -> dict[str, Any]:

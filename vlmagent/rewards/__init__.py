@@ -1,0 +1,37 @@
+"""Reward stages and the cascade that gates them. Registry: a plain dict, name -> factory.
+
+A factory takes (Config, browser) and returns a stage; stages that need no browser ignore it.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+from vlmagent.config import Config, to_dict
+from vlmagent.rewards.cascade import Cascade, SiteContext, compose, fingerprint, site_hash
+from vlmagent.rewards.execution import ExecutionStage
+from vlmagent.rewards.structure import StructureStage
+
+STAGES: dict[str, Any] = {
+    "structure": lambda cfg, browser: StructureStage(cfg.reward.structure),
+    "execution": lambda cfg, browser: ExecutionStage(browser, cfg.reward.execution),
+}
+
+NEEDS_BROWSER = {"execution"}
+CODE_VERSION = "1"  # bump when a stage's scoring changes, so caches from older code are not reused
+
+
+def build_cascade(cfg: Config, browser: Any = None) -> Cascade:
+    """The website cascade named by cfg.reward.stages, in order."""
+    unknown = [s for s in cfg.reward.stages if s not in STAGES]
+    if unknown:
+        raise ValueError(f"unknown reward stage {unknown[0]!r} (valid: {', '.join(STAGES)})")
+    if browser is None and NEEDS_BROWSER & set(cfg.reward.stages):
+        raise ValueError("the execution stage needs a browser (vlmagent.browser.Browser)")
+    stages = [STAGES[name](cfg, browser) for name in cfg.reward.stages]
+    fp = fingerprint(CODE_VERSION, to_dict(cfg.reward), to_dict(cfg.browser))
+    return Cascade(stages, cfg.reward.weights, cfg.reward.timeouts_s, fingerprint=fp,
+                   cache_dir=cfg.reward.cache_dir or None)
+
+
+__all__ = ["STAGES", "Cascade", "SiteContext", "build_cascade", "compose", "fingerprint",
+           "site_hash"]

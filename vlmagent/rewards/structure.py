@@ -219,7 +219,7 @@ def check_structure(root: Path, cfg: StructureConfig, deadline: float) -> StageS
             index_page = page
         for css in styles:
             refs = refs + [m.group(2) or m.group(4) for m in _CSS_URL.finditer(css)]
-        base = "/" if is_index else posixpath.dirname(_url_path(root, f)) + "/"
+        base = "/" if is_index else posixpath.dirname(_url_path(root, f)).rstrip("/") + "/"
         for ref in refs:
             kind = _classify(ref)
             if kind == "skip":

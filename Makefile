@@ -1,0 +1,59 @@
+# vlmagent: `make demo` and `make test` install everything they need first (scripts/setup.sh).
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+VENV   := .venv
+PYTHON := $(VENV)/bin/python
+# Tests, the demo and benchmarks import THIS checkout, even when the cached venv is shared by
+# several checkouts (its editable install points at the last one that ran setup).
+export PYTHONPATH := $(CURDIR)
+# Nothing may be downloaded at run time: models and datasets are built or shipped locally.
+export HF_HUB_OFFLINE := 1
+export TRANSFORMERS_OFFLINE := 1
+
+PYTEST := $(PYTHON) -m pytest -q -p no:cacheprovider
+# pytest exit 5 means "no tests collected": the suite must never be empty, so that is a failure.
+define run_pytest
+	@set +e; $(PYTEST) $(1) $(PYTEST_ARGS); rc=$$?; \
+	if [ $$rc -eq 5 ]; then \
+		echo "make: pytest collected no tests (exit 5); the suite must never be empty" >&2; exit 1; \
+	fi; exit $$rc
+endef
+
+.PHONY: help setup demo test test-fast lint bench clean
+
+help:
+	@echo "make demo       install, then score the example sites in data/sites"
+	@echo "make test       install, then run the whole test suite"
+	@echo "make test-fast  the suite without tests marked slow"
+	@echo "make lint       ruff check"
+	@echo "make bench      run every benchmarks/*.py"
+	@echo "make setup      only install (apt packages, cached venv, .venv link)"
+	@echo "make clean      remove outputs and caches in this checkout (not the cached venv)"
+
+setup:
+	@bash scripts/setup.sh
+
+demo: setup
+	$(VENV)/bin/vlmagent score data/sites --out out/demo/results.jsonl --report out/demo/report.html
+	@echo "demo: results in $(CURDIR)/out/demo/results.jsonl"
+	@echo "demo: report  in $(CURDIR)/out/demo/report.html"
+
+test: setup
+	$(call run_pytest,)
+
+test-fast: setup
+	$(call run_pytest,-m "not slow")
+
+lint: setup
+	$(VENV)/bin/ruff check $(wildcard vlmagent tests benchmarks)
+
+bench: setup
+	@shopt -s nullglob; files=(benchmarks/*.py); \
+	if [ $${#files[@]} -eq 0 ]; then echo "bench: no benchmarks/*.py yet"; exit 0; fi; \
+	for f in "$${files[@]}"; do echo "== $$f"; $(PYTHON) "$$f" || exit 1; done
+
+clean:
+	rm -rf out build .pytest_cache .ruff_cache *.egg-info
+	find . -path ./.git -prune -o -name __pycache__ -type d -prune -exec rm -rf {} +
+	@if [ -L $(VENV) ]; then rm $(VENV); echo "removed the $(VENV) link (the cached venv stays)"; fi

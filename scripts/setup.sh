@@ -1,0 +1,244 @@
+#!/usr/bin/env bash
+# Install everything vlmagent needs; idempotent, and quick (a few seconds) once done.
+#
+#   bash scripts/setup.sh        (or: make setup)
+#
+# 1. apt:   Debian chromium, chromium-driver and fonts, only if missing (root or sudo).
+# 2. venv:  one venv per dependency set, cached in $VLMAGENT_CACHE (default ~/.cache/vlmagent)
+#           as venv-<hash12>; the hash covers requirements/*.txt, this script, the dependency
+#           sections of setup.cfg and the interpreter. torch + torchvision are installed first,
+#           every pip step uses requirements/constraints.txt. Built in a temporary folder and
+#           renamed into place only when complete, so an interrupted build is never reused.
+# 3. link:  .venv in this checkout -> that venv; this checkout installed into it in editable mode
+#           (`pip install --no-deps -e .`, redone whenever another checkout took it over).
+#
+# Environment: VLMAGENT_CACHE (cache folder), VLMAGENT_PYTHON (a Python 3.11 interpreter),
+# VLMAGENT_SKIP_APT=1 (skip step 1), VLMAGENT_KEEP_VENVS (cached venvs kept, default 3).
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$ROOT"
+
+CACHE="${VLMAGENT_CACHE:-$HOME/.cache/vlmagent}"
+CONSTRAINTS="$ROOT/requirements/constraints.txt"
+DRIVING="$ROOT/requirements/driving.txt"
+APT_PACKAGES=(chromium chromium-driver fonts-dejavu-core fonts-liberation)
+TORCH_PINS=(torch==2.14.1 torchvision==0.29.1)
+EXTRAS=(test driving)
+KEEP_VENVS="${VLMAGENT_KEEP_VENVS:-3}"
+
+# ---------------------------------------------------------------- helpers
+us() { echo "${EPOCHREALTIME/./}"; }  # microseconds since the epoch
+report() {  # report STEP START_US MESSAGE: one line per step with the time it took
+    local dt=$(( $(us) - $2 ))
+    printf '[setup] %-8s %-62s %3d.%01ds\n' "$1" "$3" $((dt / 1000000)) $((dt / 100000 % 10))
+}
+die() { printf '[setup] ERROR: %s\n' "$*" >&2; exit 1; }
+show_log() {  # the end of a pip/apt log, without pip's noise about absent local index folders
+    grep -v "^WARNING: Location '" "$1" | tail -n 40 >&2 || true
+}
+
+# ---------------------------------------------------------------- 1. apt
+step_apt() {
+    local t0 missing=() p sudo=() log
+    t0=$(us)
+    if [[ "${VLMAGENT_SKIP_APT:-0}" == 1 ]]; then
+        report apt "$t0" "skipped (VLMAGENT_SKIP_APT=1)"; return
+    fi
+    if ! command -v dpkg-query >/dev/null; then
+        command -v chromium >/dev/null || command -v chromium-browser >/dev/null \
+            || die "no dpkg here: install Chromium and the DejaVu/Liberation fonts yourself," \
+                   "then rerun with VLMAGENT_SKIP_APT=1"
+        report apt "$t0" "not Debian; using $(command -v chromium || command -v chromium-browser)"
+        return
+    fi
+    for p in "${APT_PACKAGES[@]}"; do
+        dpkg-query -W -f='${db:Status-Abbrev}' "$p" 2>/dev/null | grep -q '^ii' || missing+=("$p")
+    done
+    if (( ${#missing[@]} == 0 )); then
+        report apt "$t0" "ok: ${APT_PACKAGES[*]}"; return
+    fi
+    if (( EUID != 0 )); then
+        command -v sudo >/dev/null || die "need root (or sudo) to install: ${missing[*]}"
+        sudo=(sudo)
+    fi
+    mkdir -p "$CACHE/logs"
+    log="$CACHE/logs/apt.log"
+    echo "[setup] apt      installing ${missing[*]} (log: $log)"
+    if ! { "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get update \
+            && "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y "${missing[@]}"; \
+         } >"$log" 2>&1; then
+        show_log "$log"; die "apt-get failed (full log: $log)"
+    fi
+    report apt "$t0" "installed ${missing[*]}"
+}
+
+# ---------------------------------------------------------------- 2. venv
+pick_python() {
+    local cand
+    for cand in ${VLMAGENT_PYTHON:-} python3.11 python3; do
+        if command -v "$cand" >/dev/null \
+           && "$cand" -c 'import sys; sys.exit(sys.version_info[:2] != (3, 11))' 2>/dev/null; then
+            echo "$cand"; return
+        fi
+    done
+    die "vlmagent needs Python 3.11 (set VLMAGENT_PYTHON to one)"
+}
+
+# Requirement names from setup.cfg: install_requires + the given extras, one per line.
+# With --hash-input it also prints python_requires (what the venv hash covers of setup.cfg).
+cfg_requirements() {
+    "$PYTHON" - "$ROOT/setup.cfg" "$@" <<'PY'
+import configparser
+import sys
+
+cfg = configparser.ConfigParser()
+cfg.read(sys.argv[1])
+args = sys.argv[2:]
+
+
+def names(text: str) -> list[str]:
+    return [s.strip() for s in text.splitlines() if s.strip() and not s.strip().startswith("#")]
+
+
+if "--hash-input" in args:
+    args.remove("--hash-input")
+    print("python_requires", cfg["options"].get("python_requires", ""))
+reqs = names(cfg["options"]["install_requires"])
+for extra in args:
+    reqs += names(cfg["options.extras_require"][extra])
+print("\n".join(reqs))
+PY
+}
+
+venv_hash() {
+    {
+        cat "$CONSTRAINTS" "$DRIVING" "$ROOT/scripts/setup.sh"
+        cfg_requirements --hash-input "${EXTRAS[@]}"
+        "$PYTHON" -c 'import os, platform, sys
+print(os.path.realpath(sys.executable), platform.python_version(), platform.machine())'
+    } | sha256sum | cut -c1-12
+}
+
+build_venv() {  # build_venv TMP: a complete venv in TMP, or exit
+    local tmp=$1 t0 log="$CACHE/logs/venv-$HASH.log" pip
+    : >"$log"
+    echo "[setup] venv     building $VENV (a few minutes; log: $log)"
+    pip=("$tmp/bin/python" -m pip install --disable-pip-version-check -c "$CONSTRAINTS")
+
+    t0=$(us)
+    "$PYTHON" -m venv --prompt vlmagent "$tmp" >>"$log" 2>&1 || { show_log "$log"; die "python -m venv failed"; }
+    report venv "$t0" "created with $("$tmp/bin/python" -V 2>&1)"
+
+    t0=$(us)
+    "${pip[@]}" "${TORCH_PINS[@]}" >>"$log" 2>&1 \
+        || { show_log "$log"; die "installing ${TORCH_PINS[*]} failed (log: $log)"; }
+    report torch "$t0" "${TORCH_PINS[*]}"
+
+    t0=$(us)
+    local reqs
+    mapfile -t reqs < <(cfg_requirements "${EXTRAS[@]}")
+    "${pip[@]}" "${reqs[@]}" >>"$log" 2>&1 \
+        || { show_log "$log"; die "installing the setup.cfg dependencies failed (log: $log)"; }
+    report deps "$t0" "${#reqs[@]} requirements (setup.cfg + extras: ${EXTRAS[*]})"
+
+    t0=$(us)
+    "${pip[@]}" --no-deps -r "$DRIVING" >>"$log" 2>&1 \
+        || { show_log "$log"; die "installing requirements/driving.txt failed (log: $log)"; }
+    report driving "$t0" "nuscenes-devkit (--no-deps)"
+
+    t0=$(us)
+    "$tmp/bin/python" -c 'import torch, torchvision, transformers, accelerate, peft, playwright, cv2
+import qwen_vl_utils, yaml, pytest, nuscenes' >>"$log" 2>&1 \
+        || { show_log "$log"; die "the new venv cannot import its packages (log: $log)"; }
+    report check "$t0" "imports ok"
+}
+
+relocate_venv() {  # relocate_venv FROM TO: rename a finished venv, fixing paths in bin/
+    local from=$1 to=$2
+    { grep -rlIF --null "$from" "$from/bin" "$from/pyvenv.cfg" || true; } \
+        | xargs -0 -r sed -i "s|$from|$to|g"
+    mv -T "$from" "$to"
+}
+
+prune_venvs() {  # keep the KEEP_VENVS most recently used venvs; drop others unused for a day
+    local d n=0
+    while IFS= read -r d; do
+        d=${d%/.vlmagent-complete}
+        n=$((n + 1))
+        (( n <= KEEP_VENVS )) && continue
+        [[ "$d" == "$VENV" ]] && continue
+        [[ -n $(find "$d/.vlmagent-complete" -mmin -1440 2>/dev/null) ]] && continue
+        (
+            flock -n 8 || exit 0
+            rm -rf "$d" && rm -f "$d.lock" && echo "[setup] prune    removed unused $d"
+        ) 8>"$d.lock"
+    done < <(ls -1t "$CACHE"/venv-*/.vlmagent-complete 2>/dev/null)
+}
+
+step_venv() {
+    local t0
+    t0=$(us)
+    if [[ -f "$VENV/.vlmagent-complete" && -x "$VENV/bin/python" ]]; then
+        touch "$VENV/.vlmagent-complete"  # last use, for pruning
+        report venv "$t0" "cached: $VENV"; return
+    fi
+    mkdir -p "$CACHE/logs"
+    exec 9>"$VENV.lock"
+    if ! flock -n 9; then
+        echo "[setup] venv     another setup is building $VENV; waiting"
+        flock 9
+    fi
+    if [[ -f "$VENV/.vlmagent-complete" && -x "$VENV/bin/python" ]]; then
+        exec 9>&-
+        report venv "$t0" "built by another setup: $VENV"; return
+    fi
+    # We hold the lock: anything else for this hash is left over from an interrupted build.
+    rm -rf "$VENV" "$VENV".tmp.*
+    BUILD_TMP="$VENV.tmp.$$"
+    trap 'rm -rf "$BUILD_TMP"' EXIT
+    trap 'exit 130' INT TERM
+    build_venv "$BUILD_TMP"
+    printf 'hash=%s\nbuilt=%s\npython=%s\nchecked_out_from=%s\n' \
+        "$HASH" "$(date -u +%FT%TZ)" "$("$BUILD_TMP/bin/python" -V 2>&1)" "$ROOT" \
+        >"$BUILD_TMP/.vlmagent-complete"
+    relocate_venv "$BUILD_TMP" "$VENV"
+    trap - EXIT INT TERM
+    exec 9>&-
+    report venv "$t0" "built: $VENV ($(du -sh "$VENV" | cut -f1))"
+    prune_venvs
+}
+
+# ---------------------------------------------------------------- 3. link + editable install
+step_link() {
+    local t0 want stamp="$VENV/.vlmagent-editable" log="$CACHE/logs/editable.log"
+    t0=$(us)
+    if [[ -e "$ROOT/.venv" && ! -L "$ROOT/.venv" ]]; then
+        die "$ROOT/.venv is a real folder, not a link; move it away and rerun"
+    fi
+    ln -sfn "$VENV" "$ROOT/.venv"
+    # The venv is shared by every checkout with the same dependencies; the editable install points
+    # at one of them (the last to run setup). `make` also sets PYTHONPATH to its own checkout.
+    want="$ROOT $(sha256sum "$ROOT/setup.cfg" | cut -c1-16)"
+    if [[ -f "$stamp" && "$(cat "$stamp")" == "$want" && -x "$VENV/bin/vlmagent" ]]; then
+        report link "$t0" ".venv -> $VENV; vlmagent -> this checkout"; return
+    fi
+    (
+        flock 8
+        "$VENV/bin/python" -m pip install --disable-pip-version-check --no-deps \
+            --no-build-isolation -c "$CONSTRAINTS" -e "$ROOT" >"$log" 2>&1 \
+            || { show_log "$log"; die "pip install -e $ROOT failed (log: $log)"; }
+        echo "$want" >"$stamp"
+    ) 8>"$VENV.lock"
+    report link "$t0" ".venv -> $VENV; installed this checkout (editable)"
+}
+
+# ---------------------------------------------------------------- main
+T_ALL=$(us)
+step_apt
+PYTHON=$(pick_python)
+HASH=$(venv_hash)
+VENV="$CACHE/venv-$HASH"
+step_venv
+step_link
+report done "$T_ALL" "use .venv/bin/python (make test, make demo)"

@@ -93,8 +93,10 @@ def test_symlink_escape_is_hard_fail_and_target_never_reported(tmp_path):
     assert not r.passed and r.details["checks"]["no_escaping_symlinks"] is False
     blob = json.dumps(r.details)
     assert "/etc/passwd" not in blob and "root:x:" not in blob
-    escaping = sorted(f["file"] for f in r.details["failures"] if "escapes" in f["problem"])
+    escaping = sorted(f["file"] for f in r.details["failures"] if "symlink escapes" in f["problem"])
     assert escaping == ["etc", "secret.txt"]
+    assert {"file": "index.html", "problem": "reference escapes the root: secret.txt"} in (
+        r.details["failures"])
 
 
 def test_script_rendered_app_passes_and_says_so(tmp_path):

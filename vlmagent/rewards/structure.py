@@ -122,6 +122,22 @@ def _classify(ref: str) -> str:
     return "internal"
 
 
+def _normalise(url_path: str) -> str | None:
+    """Resolve '.' and '..' as a browser would; None when '..' climbs above the site root.
+
+    (A browser clamps such paths at the root; we report them, since they show intent to escape.)
+    """
+    parts: list[str] = []
+    for seg in url_path.split("/"):
+        if seg == "..":
+            if not parts:
+                return None
+            parts.pop()
+        elif seg not in ("", "."):
+            parts.append(seg)
+    return "/" + "/".join(parts) + ("/" if url_path.endswith("/") and parts else "")
+
+
 def _url_path(root: Path, file: Path) -> str:
     return "/" + file.relative_to(root).as_posix()
 
@@ -235,8 +251,8 @@ def check_structure(root: Path, cfg: StructureConfig, deadline: float) -> StageS
             if not path:
                 refs_ok += 1
                 continue
-            target = path if path.startswith("/") else base + path
-            code, _ = resolve(root, target)
+            target = _normalise(path if path.startswith("/") else base + path)
+            code, _ = resolve(root, target) if target is not None else (403, None)
             if code == 200:
                 refs_ok += 1
             elif code == 403:

@@ -33,7 +33,7 @@ class ToolResult:
     """What a tool hands back. `error` is text the model reads; tools never raise for bad input."""
 
     text: str = ""
-    images: list[str] = field(default_factory=list)
+    images: list[Any] = field(default_factory=list)  # PIL images in memory; file paths once saved
     error: str | None = None
 
 

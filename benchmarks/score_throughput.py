@@ -59,7 +59,8 @@ def main() -> None:
                       "max_reward_diff": round(diff, 4),
                       "mean_reward": round(sum(ours.values()) / n, 4)}))
     print(f"vlmagent score: {n / ours_s:.2f} sites/s ({ours_s:.1f} s, {args.workers} workers)")
-    print(f"naive baseline: {n / base_s:.2f} sites/s ({base_s:.1f} s, browser per site, sequential)")
+    print(f"naive baseline: {n / base_s:.2f} sites/s ({base_s:.1f} s, "
+          "browser per site, sequential)")
     print(f"ratio: {base_s / ours_s:.2f}x   (goal on 2 cores: >= 1.5x)")
 
 

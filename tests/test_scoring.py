@@ -34,8 +34,9 @@ def hostile_batch(tmp_path_factory):
         shutil.copytree(g, sites / f"good_{g.name}", symlinks=True)
     xss = sites / "xss_title"
     xss.mkdir()
-    (xss / "index.html").write_text("<title><script>alert(1)</script></title><h1>&lt;b&gt;</h1>"
-                                    "<script>console.error('<img src=x onerror=alert(2)>')</script>")
+    (xss / "index.html").write_text(
+        "<title><script>alert(1)</script></title><h1>&lt;b&gt;</h1>"
+        "<script>console.error('<img src=x onerror=alert(2)>')</script>")
     out, rep = tmp / "out" / "results.jsonl", tmp / "report.html"
     t0 = time.monotonic()
     code = main(["score", str(sites), "--out", str(out), "--report", str(rep), "--workers", "2",
@@ -68,8 +69,9 @@ def test_hostile_sites_score_below_good_ones(hostile_batch):
         assert by[name]["stages"][0]["passed"] is False, name
         assert len(by[name]["stages"]) == 1  # gated: no browser time spent
         assert by[name]["reward"] < 1 / 3
-    for name in ("infinite_loop", "reload_loop", "memory_hog"):
-        assert by[name]["reward"] < min(d["reward"] for d in good), name
+    for name in ("infinite_loop", "reload_loop", "memory_hog", "alert_spam", "popup_spam"):
+        assert by[name]["stages"][1]["passed"] is False, name  # executed, and failed the gate
+        assert 1 / 3 <= by[name]["reward"] < 2 / 3 <= min(d["reward"] for d in good), name
     ext = by["external_assets"]["stages"][-1]["details"]
     assert ext["checks"]["sandbox_clean"] == 0.0
     assert any("cdn.example.com" in r for r in ext["blocked_requests"])

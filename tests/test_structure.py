@@ -32,7 +32,8 @@ GOOD = {
                   '<h1>Hello</h1><a href="about.html#team">About</a><a href="/sub/">Sub</a>'
                   '<img src="img/a.png" srcset="img/a.png 1x, img/b.png 2x">'
                   '<a href="https://example.org/x">ext</a><a href="mailto:a@b.c">mail</a>'
-                  '<a href="#top">top</a><div style="background:url(img/a.png)"></div></body></html>',
+                  '<a href="#top">top</a><div style="background:url(img/a.png)"></div>'
+                  '</body></html>',
     "about.html": '<p>About us</p><a href="index.html">home</a>',
     "sub/index.html": '<p>Sub</p><a href="../about.html">up</a>',
     "css/site.css": CSS.replace("img/", "../img/").replace("more.css", "more.css"),

@@ -30,7 +30,7 @@ def _split_overrides(items: list[str]) -> tuple[list[str], list[str]]:
 def cmd_score(args: argparse.Namespace) -> int:
     from vlmagent import scoring
 
-    paths, overrides = _split_overrides(args.paths)
+    paths, overrides = _split_overrides(args.paths + args.extra)
     if not paths:
         raise scoring.UsageError("give at least one site folder or folder of sites")
     cfg = config_mod.load(args.config, overrides)
@@ -45,7 +45,7 @@ def cmd_score(args: argparse.Namespace) -> int:
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:
-    cfg = config_mod.load(args.file, args.overrides)
+    cfg = config_mod.load(args.file, args.overrides + args.extra)
     print(yaml.safe_dump(config_mod.to_dict(cfg), sort_keys=False), end="")
     return 0
 
@@ -75,7 +75,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    # Overrides may come after options (`score DIR --out X key=value`): argparse leaves them over.
+    args, extra = parser.parse_known_args(argv)
+    bad = [e for e in extra if "=" not in e or e.startswith("-")]
+    if bad:
+        parser.error(f"unrecognized arguments: {' '.join(bad)}")
+    args.extra = extra
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
                         datefmt="%H:%M:%S")

@@ -200,3 +200,32 @@ def _type_error(source: str, key: str, want: str, value: Any) -> ConfigError:
 
 def to_dict(cfg: Any) -> dict[str, Any]:
     return dataclasses.asdict(cfg)
+
+
+# ---------------------------------------------------------------- policy (model side)
+@dataclass
+class LoraSettings:
+    """LoRA adapters via peft. `target_modules` are module-name suffixes inside the language
+    model only; `train_vision` also puts adapters on every linear layer of the vision tower
+    (otherwise the vision tower stays frozen)."""
+
+    rank: int = 16
+    alpha: int = 32
+    dropout: float = 0.05
+    target_modules: list[str] = field(default_factory=lambda: [
+        "q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"])
+    train_vision: bool = False
+
+
+@dataclass
+class PolicyConfig:
+    path: str = ""  # local folder or hub id (hub ids need the model in the local HF cache here)
+    dtype: str = "float32"  # float32 | bfloat16 | float16 | auto
+    device: str = "auto"  # auto (cuda when present, else cpu) | cpu | cuda | cuda:N
+    lora: LoraSettings | None = None  # None: full weights (no adapters)
+    adapter: str | None = None  # a saved LoRA adapter folder to load on top of `path`
+    max_new_tokens: int = 512
+    temperature: float = 1.0  # 0 = greedy
+    top_p: float = 1.0
+    min_pixels: int = 56 * 56  # pixel budget per image (Qwen smart_resize bounds)
+    max_pixels: int = 28 * 28 * 1280

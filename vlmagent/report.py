@@ -12,18 +12,27 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+CSP = "default-src 'none'; img-src * data:; style-src 'unsafe-inline'"  # no scripts, ever
 CSS = """
-body{font:14px/1.45 system-ui,DejaVu Sans,sans-serif;margin:24px auto;max-width:1200px;color:#1d2330;
-background:#f6f7f9}h1{font-size:22px}table{border-collapse:collapse}td,th{padding:4px 10px;
-text-align:left;border-bottom:1px solid #e3e6ea}.card{background:#fff;border:1px solid #e3e6ea;
-border-radius:8px;padding:14px 18px;margin:14px 0}.head{display:flex;gap:14px;align-items:center;
-flex-wrap:wrap}.name{font-weight:600;font-size:16px}.bar{width:160px;height:10px;background:#e3e6ea;
-border-radius:5px;overflow:hidden}.bar i{display:block;height:100%;background:#3b7ddd}
-.chip{padding:2px 8px;border-radius:10px;font-size:12px}.pass{background:#dcf3e2;color:#17602c}
-.fail{background:#fbe0e0;color:#8a1c1c}.skip{background:#eceef1;color:#68707c}
+body{font:14px/1.45 system-ui,DejaVu Sans,sans-serif;margin:24px auto;max-width:1200px;
+  color:#1d2330;background:#f6f7f9}
+h1{font-size:22px}
+table{border-collapse:collapse}
+td,th{padding:4px 10px;text-align:left;border-bottom:1px solid #e3e6ea}
+.card{background:#fff;border:1px solid #e3e6ea;border-radius:8px;padding:14px 18px;margin:14px 0}
+.head{display:flex;gap:14px;align-items:center;flex-wrap:wrap}
+.name{font-weight:600;font-size:16px}
+.bar{width:160px;height:10px;background:#e3e6ea;border-radius:5px;overflow:hidden}
+.bar i{display:block;height:100%;background:#3b7ddd}
+.chip{padding:2px 8px;border-radius:10px;font-size:12px}
+.pass{background:#dcf3e2;color:#17602c}
+.fail{background:#fbe0e0;color:#8a1c1c}
+.skip{background:#eceef1;color:#68707c}
 .shots{display:flex;gap:10px;margin:10px 0;flex-wrap:wrap;align-items:flex-start}
-.shots img{border:1px solid #d5d9de;max-height:260px}.err{color:#8a1c1c}ul{margin:6px 0 0 18px;
-padding:0}pre{background:#f2f3f5;padding:8px;overflow:auto;max-height:400px;font-size:12px}
+.shots img{border:1px solid #d5d9de;max-height:260px}
+.err{color:#8a1c1c}
+ul{margin:6px 0 0 18px;padding:0}
+pre{background:#f2f3f5;padding:8px;overflow:auto;max-height:400px;font-size:12px}
 .muted{color:#68707c}
 """
 
@@ -94,7 +103,7 @@ def render(lines: list[dict[str, Any]], summary: Any,
             f'{_problems(d)}<details><summary>details</summary><pre>'
             f'{_e(json.dumps(d["stages"], indent=1)[:60000])}</pre></details></div>')
     return f"""<!doctype html><html lang="en"><head><meta charset="utf-8">
-<meta http-equiv="Content-Security-Policy" content="default-src 'none'; img-src * data:; style-src 'unsafe-inline'">
+<meta http-equiv="Content-Security-Policy" content="{CSP}">
 <meta name="viewport" content="width=device-width, initial-scale=1">
 <title>vlmagent score report</title><style>{CSS}</style></head><body>
 <h1>vlmagent score: {summary.sites} sites, mean reward {summary.mean_reward:.3f}</h1>

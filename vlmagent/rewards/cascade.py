@@ -92,7 +92,7 @@ class Cascade:
         self.stages = list(stages)
         self.weights = dict(weights or {})
         self.timeouts_s = dict(timeouts_s or {})
-        # The fingerprint (config + code version) is part of the cache key: new settings, new scores.
+        # The fingerprint (config + code version) is in the cache key: new settings, new scores.
         self.fingerprint = fingerprint
         self.cache_dir = Path(cache_dir) if cache_dir else None
         self._memory: OrderedDict[str, RewardResult] = OrderedDict()

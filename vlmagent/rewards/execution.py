@@ -9,8 +9,11 @@ The browser (browser.py) observes; this module only judges. Checks, each in [0, 
   links_ok     internal links that resolve
   interactive  clicks and form submissions that visibly did something (absent if none exist)
   mobile       pages without horizontal overflow at the mobile width and with a viewport meta tag
+  no_loops     pages that do not keep navigating by themselves (reload / redirect loops)
+  no_spam      1 unless the site opened more dialogs and popups than one per interaction + 1
 score = mean of the checks that apply. The stage passes when the index page loads, renders,
-raises no uncaught exception (configurable) and score >= pass_threshold.
+raises no uncaught exception (configurable), is not a navigation loop, does not spam dialogs or
+popups (more than SPAM_ALLOWANCE beyond one per interaction), and score >= pass_threshold.
 """
 from __future__ import annotations
 
@@ -23,6 +26,12 @@ from vlmagent.rewards.cascade import SiteContext
 from vlmagent.types import PageVisit, SiteVisit, StageScore
 
 MAX_LISTED = 20
+LOOP_NAVIGATIONS = 3  # page-initiated navigations on one page that mean a loop (1 redirect is fine)
+SPAM_ALLOWANCE = 10  # dialogs + popups beyond one per interaction that make a site unusable
+
+
+def _loops(p: PageVisit) -> bool:
+    return int(p.dom.get("navigations", 0)) >= LOOP_NAVIGATIONS
 
 
 def _frac(pages: list[PageVisit], ok: Callable[[PageVisit], bool]) -> float:
@@ -49,6 +58,9 @@ def grade_visit(visit: SiteVisit, cfg: ExecutionConfig) -> tuple[float, bool, di
         checks["interactive"] = sum(a.changed for a in acts) / len(acts)
     checks["mobile"] = _frac(pages, lambda p: (p.mobile_overflow_px or 0) <= 1
                              and bool(p.viewport_meta))
+    checks["no_loops"] = _frac(pages, lambda p: not _loops(p))
+    effects = visit.dialogs + visit.popups
+    checks["no_spam"] = 1.0 if effects <= len(acts) + 1 else 0.0
     score = sum(checks.values()) / len(checks) if pages else 0.0
 
     index = pages[0] if pages else None
@@ -58,6 +70,8 @@ def grade_visit(visit: SiteVisit, cfg: ExecutionConfig) -> tuple[float, bool, di
         "index_renders": bool(index and index.blank is False),
         "index_no_exceptions": bool(index and not index.crashed
                                     and (not index.page_errors or not cfg.fail_on_page_errors)),
+        "index_not_looping": bool(index and not _loops(index)),
+        "no_dialog_or_popup_spam": effects <= len(acts) + SPAM_ALLOWANCE,
         "score_above_threshold": score >= cfg.pass_threshold,
     }
     passed = all(gate.values()) and visit.error is None
@@ -109,10 +123,15 @@ def _problems(visit: SiteVisit) -> list[str]:
         out += [f"{p.path}: HTTP {e[:300]}" for e in p.http_errors]
         if (p.mobile_overflow_px or 0) > 1:
             out.append(f"{p.path}: overflows {p.mobile_overflow_px}px horizontally on mobile")
+        if _loops(p):
+            out.append(f"{p.path}: keeps navigating by itself "
+                       f"({p.dom.get('navigations')} navigations, cut off)")
         if p.viewport_meta is False:
             out.append(f"{p.path}: no viewport meta tag")
         out += [f"{p.path}: {a.kind} on {a.target[:120]} changed nothing"
                 for a in p.interactions if not a.changed]
+    if visit.dialogs or visit.popups:
+        out.append(f"site: opened {visit.dialogs} dialogs and {visit.popups} popups")
     out += [f"blocked: {r[:300]}" for r in visit.blocked_requests]
     out += [f"broken link: {b[:300]}" for b in visit.broken_links]
     return out

@@ -257,7 +257,8 @@ def check_structure(root: Path, cfg: StructureConfig, deadline: float) -> StageS
                 refs_ok += 1
             elif code == 403:
                 escapes += 1
-                failures.append({"file": rel, "problem": f"reference escapes the root: {ref[:200]}"})
+                failures.append({"file": rel,
+                                 "problem": f"reference escapes the root: {ref[:200]}"})
             else:
                 failures.append({"file": rel, "problem": f"missing: {ref[:200]}"})
     checks.setdefault("index_text", False)

@@ -1,0 +1,357 @@
+"""The sandboxed browser on real Chromium: findings, sandbox, time bounds, recovery."""
+from __future__ import annotations
+
+import dataclasses
+import io
+import json
+import os
+import re
+import signal
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from vlmagent.browser import Browser, BrowserError, find_chromium
+from vlmagent.config import BrowserConfig
+from vlmagent.sitegen import FAULTS, generate_sites, write_hostile_sites, write_site
+from vlmagent.types import SiteVisit
+
+pytestmark = pytest.mark.browser
+
+CFG = BrowserConfig(nav_timeout_s=3.0, action_timeout_s=1.0, page_budget_s=6.0, site_budget_s=12.0,
+                    settle_ms=50, js_heap_mb=128, max_pages=4, max_screenshot_height=2000)
+# No site may take longer than its budget plus one hung call's worth of watchdog escalation.
+BOUND_S = CFG.site_budget_s + 2 * (CFG.action_timeout_s + 2.0) + 2.0
+# A page stuck in a script costs its navigation timeout, one responsiveness probe, and a close.
+STUCK_BOUND_S = CFG.nav_timeout_s + 2 * CFG.action_timeout_s + 2.0
+
+NORMAL = {
+    "index.html": '<!doctype html><html><head><meta name="viewport" content="width=device-width">'
+                  '<title>Normal</title></head><body><h1>Normal site</h1>'
+                  '<a href="about.html">About</a><button id="b" onclick="this.textContent=\'on\'">'
+                  'off</button></body></html>',
+    "about.html": "<!doctype html><title>About</title><p>About us</p><a href='index.html'>Home</a>",
+}
+
+
+def check_normal(visit: SiteVisit) -> None:
+    assert visit.error is None
+    assert [p.path for p in visit.pages] == ["/index.html", "/about.html"]
+    index = visit.pages[0]
+    assert index.status == 200 and index.title == "Normal" and not index.timed_out
+    assert not index.crashed and index.blank is False and index.viewport_meta is True
+    assert [(i.target, i.changed) for i in index.interactions] == [("button#b 'off'", True)]
+    assert visit.blocked_requests == [] and visit.broken_links == []
+
+
+def dump(visit: SiteVisit) -> str:
+    return json.dumps(dataclasses.asdict(visit))
+
+
+def png_size(path: str | None) -> tuple[int, int]:
+    assert path is not None
+    with Image.open(path) as im:
+        return im.size
+
+
+@pytest.fixture(scope="module")
+def browser():
+    with Browser(CFG) as b:
+        yield b
+
+
+@pytest.fixture(scope="module")
+def sites(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("sites")
+
+
+@pytest.fixture(scope="module")
+def normal(sites: Path) -> Path:
+    return write_site(sites / "normal", NORMAL)
+
+
+@pytest.fixture(scope="module")
+def hostile(sites: Path) -> dict[str, Path]:
+    return write_hostile_sites(sites / "hostile")
+
+
+def test_find_chromium(monkeypatch) -> None:
+    monkeypatch.delenv("VLMAGENT_CHROMIUM", raising=False)
+    assert os.path.basename(find_chromium(BrowserConfig())) in ("chromium", "chromium-browser")
+    monkeypatch.setenv("VLMAGENT_CHROMIUM", "/usr/bin/chromium")
+    assert find_chromium(BrowserConfig()) == "/usr/bin/chromium"
+    with pytest.raises(BrowserError, match="apt-get install -y chromium"):
+        find_chromium(BrowserConfig(executable="/nonexistent/chromium"))
+    monkeypatch.setenv("PATH", "/nonexistent")
+    monkeypatch.delenv("VLMAGENT_CHROMIUM")
+    with pytest.raises(BrowserError, match="apt-get install -y chromium"):
+        find_chromium(BrowserConfig())
+
+
+def test_missing_chromium_raises_not_a_site_fault(normal: Path) -> None:
+    with Browser(BrowserConfig(executable="/nonexistent/chromium")) as b:
+        with pytest.raises(BrowserError):
+            b.visit_site(normal)
+
+
+def test_normal_site_and_screenshots(browser: Browser, normal: Path, tmp_path: Path) -> None:
+    visit = browser.visit_site(normal, tmp_path / "shots")
+    check_normal(visit)
+    index = visit.pages[0]
+    assert png_size(index.screenshot_desktop) == (CFG.viewport_width, CFG.viewport_height)
+    assert png_size(index.screenshot_mobile) == (CFG.mobile_width, CFG.mobile_height)
+    assert index.screenshot_desktop == str(tmp_path / "shots" / "p0-desktop.png")
+    assert Path(visit.pages[1].screenshot_mobile or "").name == "p1-mobile.png"
+    assert index.internal_links == ["/about.html"] and index.dom["buttons"] == 1
+    assert 0 < visit.seconds < 10
+
+
+def test_generated_sites_match_their_faults(browser: Browser, tmp_path: Path) -> None:
+    paths = generate_sites(tmp_path, 6, seed=6)
+    manifest = json.loads((tmp_path / "manifest.json").read_text())
+    assert {f for faults in manifest.values() for f in faults} == set(FAULTS)
+    for path in paths:
+        faults, visit = manifest[path.name], browser.visit_site(path)
+        index = visit.pages[0]
+        assert visit.error is None and index.status == 200 and index.blank is False
+        assert len(visit.pages) == len(list(path.glob("*.html")))
+        assert ("404 /images/hero.jpg" in index.http_errors) == ("missing_image" in faults)
+        assert (index.console_errors == ["failed to init widget"]) == ("console_error" in faults)
+        assert ("/index.html -> /pricing.html" in visit.broken_links) == ("broken_link" in faults)
+        assert index.viewport_meta == ("no_viewport" not in faults)
+        assert ((index.mobile_overflow_px or 0) > 500) == ("overflow" in faults)
+        clicks = [i for i in index.interactions if i.kind == "click"]
+        assert clicks and all(i.changed for i in clicks)  # every generated button does something
+        assert all(i.changed for i in index.interactions if i.kind == "form")
+
+
+def test_clicks_detect_change_and_no_change(browser: Browser, sites: Path) -> None:
+    root = write_site(sites / "clicks", {
+        "index.html": """<!doctype html><title>Clicks</title><p id="out">0</p><div id="s">x</div>
+<button id="inc" onclick="out.textContent = +out.textContent + 1">Add</button>
+<button id="noop">Nothing</button>
+<button id="log" onclick="console.log('just logging')">Log</button>
+<a href="#">Placeholder</a>
+<span role="button" id="later" onclick="setTimeout(() => s.classList.add('on'), 10)">Soon</span>
+<button id="go" onclick="location.href = 'about.html'">Go</button>
+<button id="after" onclick="out.textContent = 'after'">After</button>
+<button id="hidden" style="display:none" onclick="out.textContent='h'">Hidden</button>
+<form><button id="in-form" type="button" onclick="out.textContent='f'">In form</button></form>
+""",
+        "about.html": "<!doctype html><title>About</title><p>about</p>",
+    })
+    index = browser.visit_site(root).pages[0]
+    got = {i.target: (i.changed, i.navigated_to) for i in index.interactions if i.kind == "click"}
+    assert got == {
+        "button#inc 'Add'": (True, None), "button#noop 'Nothing'": (False, None),
+        "button#log 'Log'": (False, None), "a 'Placeholder'": (False, None),
+        "span#later 'Soon'": (True, None), "button#go 'Go'": (True, "/about.html"),
+    }  # max_clicks_per_page=6: #after is the 7th; hidden and in-form buttons are never picked
+    assert all(i.error is None for i in index.interactions)
+
+
+def test_click_after_navigation_comes_back(browser: Browser, sites: Path) -> None:
+    root = write_site(sites / "back", {
+        "index.html": "<title>Back</title><p id='out'>0</p><button onclick=\"location.href="
+                      "'b.html'\">Away</button><button id='x' onclick=\"out.textContent='1'\">"
+                      "Here</button><a href='#sec'>Jump</a><h2 id='sec'>Sec</h2>"
+                      "<button onclick=\"alert('hi')\">Alert</button>"
+                      "<a href='#top' target='_blank'>Tab</a>",
+        "b.html": "<title>B</title>",
+    })
+    visit = browser.visit_site(root)
+    # the hash jump changes the URL; the alert and the new tab are neutralised, and counted
+    assert [(i.changed, i.navigated_to) for i in visit.pages[0].interactions] == [
+        (True, "/b.html"), (True, None), (True, None), (True, None), (True, None)]
+    assert (visit.dialogs, visit.popups) == (1, 1)
+
+
+def test_forms_are_filled_and_submitted(browser: Browser, sites: Path) -> None:
+    checks = ("f.email.value.includes('@') && +f.qty.value >= 2 && f.size.value === 'm' && "
+              "f.agree.checked && f.plan.value === 'a' && /^\\d{4}-\\d\\d-\\d\\d$/.test(f.day"
+              ".value) && f.site.value.startsWith('http') && f.msg.value.length > 3 && "
+              "f.phone.value.length > 5 && f.name.value.length > 0")
+    root = write_site(sites / "forms", {
+        "index.html": f"""<!doctype html><title>Forms</title><p id="res"></p>
+<form id="f1"><input name="name" required><input type="email" name="email" required>
+<input type="number" name="qty" min="2" max="9"><select name="size"><option value="">-</option>
+<option value="m">M</option></select><input type="checkbox" name="agree" required>
+<input type="radio" name="plan" value="a"><input type="radio" name="plan" value="b">
+<input type="date" name="day"><input type="url" name="site"><input type="tel" name="phone">
+<textarea name="msg"></textarea><button>Send</button></form>
+<form id="f2" action="thanks.html"><input name="q"><input type="submit" value="Go"></form>
+<script>const f = document.getElementById('f1');
+f.onsubmit = e => {{ e.preventDefault(); if ({checks}) res.textContent = 'valid'; }};</script>
+""",
+        "thanks.html": "<!doctype html><title>Thanks</title><p>Thanks</p>",
+        "noop.html": "<title>Noop</title><form onsubmit='return false'><input name='a'>"
+                     "<button>Send</button></form><form><input name='z' pattern='[0-9]{3}'"
+                     " required><button>Send</button></form>",
+    })
+    visit = browser.visit_site(root)
+    forms = [i for i in visit.pages[0].interactions if i.kind == "form"]
+    assert [(i.target, i.changed, i.navigated_to, i.error) for i in forms] == [
+        ("form#f1 'Send'", True, None, None), ("form#f2 'Go'", True, "/thanks.html", None)]
+    write_site(root, {"index.html": "<title>i</title><a href='noop.html'>n</a>"})
+    noop = browser.visit_site(root).pages[1]
+    assert [(i.changed, i.error) for i in noop.interactions] == [
+        (False, None), (False, "form still invalid after filling")]
+
+
+def test_errors_links_blank_and_overflow(browser: Browser, sites: Path) -> None:
+    root = write_site(sites / "faults", {
+        "index.html": """<!doctype html><html><head><title>Faults</title></head><body>
+<div style="width:1000px">wide</div><img src="missing.png">
+<a href="gone.html">gone</a> <a href="blank.html#x">blank</a> <a href="blank.html?y=1">again</a>
+<a href="sub">sub</a> <a href="style.css">css</a> <a href="https://example.com/">out</a>
+<script>console.error('bad thing'); console.warn('only a warning');
+setTimeout(() => { throw new Error('boom'); }, 0); undefinedFunction();</script></body></html>""",
+        "blank.html": "<!doctype html><html><body style='background:#fff'></body></html>",
+        "sub/index.html": "<title>Sub</title><p>in a folder</p><a href='../index.html'>up</a>",
+        "style.css": "p{}",
+    })
+    visit = browser.visit_site(root)
+    assert [p.path for p in visit.pages] == ["/index.html", "/blank.html", "/sub"]
+    index, blank, sub = visit.pages
+    assert visit.broken_links == ["/index.html -> /gone.html"]
+    assert index.console_errors == ["bad thing"]
+    assert sorted(index.page_errors) == ["Error: boom",
+                                         "ReferenceError: undefinedFunction is not defined"]
+    assert index.http_errors == ["404 /missing.png"]
+    assert index.mobile_overflow_px is not None and index.mobile_overflow_px >= 1000 - 375
+    assert index.viewport_meta is False and index.blank is False
+    assert index.internal_links == ["/gone.html", "/blank.html", "/sub", "/style.css"]
+    assert blank.blank is True and blank.visible_text_chars == 0 and blank.status == 200
+    assert sub.title == "Sub" and sub.mobile_overflow_px == 0
+    assert visit.blocked_requests == []  # a link is not a request: nothing was fetched
+
+
+def test_max_pages_and_site_paths_only(browser: Browser, sites: Path) -> None:
+    root = write_site(sites / "chain", {
+        f"p{i}.html": f"<title>{i}</title><a href='p{i + 1}.html'>next</a>" for i in range(8)})
+    write_site(root, {"index.html": "<a href='p0.html'>start</a>"})
+    visit = browser.visit_site(root)
+    assert len(visit.pages) == CFG.max_pages
+    assert [p.path for p in visit.pages] == ["/index.html", "/p0.html", "/p1.html", "/p2.html"]
+    text = dump(visit)
+    assert str(root) not in text and os.path.realpath(root) not in text and "127.0.0.1" not in text
+
+
+def test_click_that_hangs_costs_its_timeouts(browser: Browser, sites: Path) -> None:
+    root = write_site(sites / "hang", {
+        "index.html": "<title>Hang</title><a href='about.html'>about</a>"
+                      "<button onclick='while(true){}'>Freeze</button><button>After</button>",
+        "about.html": "<title>About</title><p>still fine</p>",
+    })
+    t = time.monotonic()
+    visit = browser.visit_site(root)
+    assert time.monotonic() - t < CFG.page_budget_s + 2 * (CFG.action_timeout_s + 2.0) + 3
+    index, about = visit.pages
+    assert index.timed_out and not index.crashed and index.blank is False
+    assert [(i.target, i.changed, i.error) for i in index.interactions] == [
+        ("button 'Freeze'", False, "the page stopped responding or crashed")]
+    assert about.title == "About" and about.status == 200 and not about.timed_out
+
+
+@pytest.mark.parametrize("name", ["infinite_loop", "alert_spam", "reload_loop", "external_assets",
+                                  "file_fetch", "symlink_escape", "binary_garbage", "empty",
+                                  "missing_index", "memory_hog", "huge_dom", "popup_spam",
+                                  "port_probe"])
+def test_hostile_site_is_contained(browser: Browser, hostile: dict[str, Path], normal: Path,
+                                   name: str, tmp_path: Path) -> None:
+    root = hostile[name]
+    t = time.monotonic()
+    visit = browser.visit_site(root, tmp_path / "shots")
+    took = time.monotonic() - t
+    assert took < BOUND_S, f"{name} took {took:.1f}s"
+    text = dump(visit)
+    assert "root:x:0:0" not in text and str(root) not in text and os.path.realpath(root) not in text
+    assert all(e.startswith("GET ") for e in visit.blocked_requests)
+    own = [e for e in visit.blocked_requests if re.search(r"127\.0\.0\.1:\d{3,}", e)]
+    assert own == []  # the site's own server is never reported as blocked
+    index = visit.pages[0]
+    blocked = set(visit.blocked_requests)
+    if name == "infinite_loop":
+        assert index.timed_out and took < STUCK_BOUND_S
+    elif name == "alert_spam":
+        assert visit.dialogs >= 1500 and index.visible_text_chars > 0 and not index.timed_out
+    elif name == "reload_loop":
+        assert index.dom["navigations"] <= CFG.max_navigations_per_page + 1 and took < 5
+    elif name == "external_assets":
+        assert blocked == {"GET https://cdn.example.com/lib.js", "GET https://cdn.example.com/logo.png",
+                           "GET http://fonts.example.net/css?family=X"}
+    elif name == "file_fetch":
+        assert {"GET file:///etc/passwd", "GET file:///etc/hostname"} <= blocked
+        assert index.visible_text_chars < 100  # the page would show the file's text if it got it
+    elif name == "symlink_escape":
+        assert visit.broken_links == ["/index.html -> /secret.txt", "/index.html -> /etc/passwd"]
+        assert "403 /secret.txt" in index.http_errors and "403 /etc/passwd" in index.http_errors
+        assert index.title.startswith("Symlinks|") and "403" in index.title  # fetches refused
+        assert index.visible_text_chars < 400  # page text + three short 403 bodies, no passwd
+    elif name in ("empty", "missing_index"):
+        assert [(p.path, p.status) for p in visit.pages] == [("/", 404)]
+    elif name == "binary_garbage":
+        assert index.status == 200 and not index.crashed and not index.timed_out
+    elif name == "memory_hog":
+        assert index.crashed or index.timed_out
+    elif name == "huge_dom":
+        assert index.dom_nodes > 100_000
+        assert png_size(index.screenshot_desktop) == (CFG.viewport_width,
+                                                       CFG.max_screenshot_height)
+    elif name == "popup_spam":  # 200 window.open calls and one target=_blank link clicked
+        assert visit.popups == 201 and [i.changed for i in index.interactions] == [True]
+    elif name == "port_probe":
+        assert {"GET http://127.0.0.1:1/", "GET ws://127.0.0.1:2/",
+                "GET http://localhost:3/x.png"} <= blocked
+    check_normal(browser.visit_site(normal))  # the same browser is unharmed
+
+
+def test_screenshot_html(browser: Browser) -> None:
+    html = ("<body style='margin:0;background:rgb(255,0,0)'><img src='https://cdn.example.com/x'>"
+            "<div style='height:1500px'></div></body>")
+    png = browser.screenshot_html(html, width=320, height=200)
+    with Image.open(io.BytesIO(png)) as im:
+        assert im.size == (320, 200) and im.convert("RGB").getpixel((300, 150)) == (255, 0, 0)
+    assert browser.screenshot_html(html, width=320, height=200) == png  # deterministic
+    with Image.open(io.BytesIO(browser.screenshot_html(html, 320, 200, full_page=True))) as im:
+        assert im.width == 320 and 1500 <= im.height <= 1540  # the div plus the img's line box
+
+
+def test_screenshot_html_of_a_stuck_page(browser: Browser, normal: Path) -> None:
+    t = time.monotonic()
+    with pytest.raises(BrowserError, match="could not render"):
+        browser.screenshot_html("<script>while(true){}</script>", 320, 200)
+    assert time.monotonic() - t < STUCK_BOUND_S + CFG.action_timeout_s + 3
+    check_normal(browser.visit_site(normal))
+
+
+def test_relaunch_after_browser_killed(browser: Browser, normal: Path) -> None:
+    check_normal(browser.visit_site(normal))
+    pid = browser.pid()
+    assert pid
+    os.kill(pid, signal.SIGKILL)
+    time.sleep(0.2)
+    check_normal(browser.visit_site(normal))
+    assert browser.pid() not in (None, pid)
+
+
+@pytest.mark.slow
+def test_browser_killed_mid_site_is_retried(browser: Browser, sites: Path) -> None:
+    root = write_site(sites / "slowish", {
+        f"p{i}.html": "<title>p</title><p id='o'>0</p>" + "".join(
+            f"<button onclick='o.textContent={k}'>b{k}</button>" for k in range(6))
+        + f"<a href='p{i + 1}.html'>next</a>" for i in range(3)})
+    write_site(root, {"index.html": "<a href='p0.html'>start</a>"})
+    browser.visit_site(root)  # warm: launched before the kill
+    pid = browser.pid()
+    assert pid
+    killer = threading.Timer(0.4, os.kill, (pid, signal.SIGKILL))
+    killer.start()
+    visit = browser.visit_site(root)
+    killer.join()
+    assert visit.error is None and len(visit.pages) == 4
+    assert [(p.status, len(p.interactions)) for p in visit.pages] == [(200, 0)] + [(200, 6)] * 3
+    assert browser.pid() not in (None, pid)

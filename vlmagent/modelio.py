@@ -1,0 +1,141 @@
+"""Pure-torch helpers for policy.py: resize rule, padding, sampling, merged LoRA weights.
+
+No transformers or peft imports here (only policy.py and tiny.py import those).
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+from torch.utils.checkpoint import checkpoint
+
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16,
+          "auto": "auto"}
+
+
+def torch_dtype(name: str) -> torch.dtype | str:
+    if name not in DTYPES:
+        raise ValueError(f"unknown dtype {name!r}; valid: {', '.join(DTYPES)}")
+    return DTYPES[name]
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def smart_resize(width: int, height: int, factor: int, min_pixels: int,
+                 max_pixels: int) -> tuple[int, int]:
+    """Qwen-VL's smart_resize rule, in (width, height) order: both sides multiples of `factor`,
+    area within [min_pixels, max_pixels], aspect ratio kept as closely as possible."""
+    if min(width, height) < 1:
+        raise ValueError(f"image size must be positive, got {width}x{height}")
+    if max(height, width) / min(height, width) > 200:
+        raise ValueError(f"aspect ratio must be below 200, got {width}x{height}")
+    h_bar = max(factor, round(height / factor) * factor)
+    w_bar = max(factor, round(width / factor) * factor)
+    if h_bar * w_bar > max_pixels:
+        beta = math.sqrt((height * width) / max_pixels)
+        h_bar = max(factor, math.floor(height / beta / factor) * factor)
+        w_bar = max(factor, math.floor(width / beta / factor) * factor)
+    elif h_bar * w_bar < min_pixels:
+        beta = math.sqrt(min_pixels / (height * width))
+        h_bar = math.ceil(height * beta / factor) * factor
+        w_bar = math.ceil(width * beta / factor) * factor
+    return w_bar, h_bar
+
+
+def pad_left(seqs: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Left-pad token lists -> (input_ids [B, T], attention_mask [B, T])."""
+    width = max(len(s) for s in seqs)
+    ids = torch.full((len(seqs), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(seqs), width), dtype=torch.long)
+    for b, s in enumerate(seqs):
+        if s:
+            ids[b, width - len(s):] = torch.tensor(s, dtype=torch.long)
+            mask[b, width - len(s):] = 1
+    return ids, mask
+
+
+def pad_runs(ids: torch.Tensor, token_id: int) -> list[tuple[int, int]]:
+    """(start, length) of each contiguous run of `token_id` in a 1-D tensor."""
+    hit = torch.cat([torch.zeros(1, dtype=torch.int8, device=ids.device),
+                     (ids == token_id).to(torch.int8),
+                     torch.zeros(1, dtype=torch.int8, device=ids.device)])
+    edges = torch.diff(hit)
+    starts = (edges == 1).nonzero().flatten().tolist()
+    ends = (edges == -1).nonzero().flatten().tolist()
+    return [(s, e - s) for s, e in zip(starts, ends)]
+
+
+def sample_next(logits: torch.Tensor, temperature: float, top_p: float,
+                generator: torch.Generator | None,
+                banned: tuple[int, ...] | list[int] = ()) -> tuple[torch.Tensor, torch.Tensor]:
+    """Pick one token per row of `logits` [B, V] -> (tokens [B], logps [B]).
+
+    logps are log_softmax(raw logits / temperature) at the picked token (temperature 1 when
+    greedy): the behaviour policy's probability, not the top-p-filtered one. `banned` tokens
+    (image/video pads) are never picked but stay in the normaliser.
+    """
+    logits = logits.float()
+    pick = logits.clone()
+    if banned:
+        pick[:, list(banned)] = float("-inf")
+    if temperature == 0:
+        tokens = pick.argmax(-1)
+        logp = torch.log_softmax(logits, -1)
+    else:
+        logp = torch.log_softmax(logits / temperature, -1)
+        probs = torch.softmax(pick / temperature, -1)
+        if top_p < 1.0:
+            sorted_p, order = probs.sort(-1, descending=True)
+            drop = sorted_p.cumsum(-1) - sorted_p >= top_p  # keep the smallest set reaching top_p
+            sorted_p = sorted_p.masked_fill(drop, 0.0)
+            probs = torch.zeros_like(probs).scatter(-1, order, sorted_p)
+        tokens = torch.multinomial(probs, 1, generator=generator).squeeze(-1)
+    return tokens, logp.gather(-1, tokens[:, None]).squeeze(-1)
+
+
+def token_logps(logits: torch.Tensor, targets: torch.Tensor, temperature: float) -> torch.Tensor:
+    """log_softmax(logits / temperature) at `targets`: [N, V], [N] -> [N], without a full
+    [N, V] log-softmax copy."""
+    logits = logits.float()
+    if temperature not in (0, 1):
+        logits = logits / temperature
+    picked = logits.gather(-1, targets[:, None]).squeeze(-1)
+    return picked - torch.logsumexp(logits, -1)
+
+
+def chunked_logps(hidden: torch.Tensor, head: torch.nn.Module, targets: torch.Tensor,
+                  temperature: float, chunk: int = 1024) -> torch.Tensor:
+    """token_logps(head(hidden), targets) for hidden [N, H], `chunk` rows at a time; with grad,
+    each chunk's logits are recomputed in backward instead of kept ([chunk, V] peak)."""
+    def piece(h: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        return token_logps(head(h), t, temperature)
+
+    parts = []
+    for i in range(0, hidden.shape[0], chunk):
+        h, t = hidden[i:i + chunk], targets[i:i + chunk]
+        if torch.is_grad_enabled() and h.requires_grad:
+            parts.append(checkpoint(piece, h, t, use_reentrant=False))
+        else:
+            parts.append(piece(h, t))
+    return torch.cat(parts) if parts else hidden.new_zeros(0)
+
+
+def merged_state_dict(model: torch.nn.Module, adapter: str = "default") -> dict[str, torch.Tensor]:
+    """State dict of a peft-injected model with LoRA deltas folded into the base weights, keyed
+    like the plain model. The model itself is left untouched (no merge/unmerge round trip)."""
+    sd = {}
+    for key, value in model.state_dict().items():
+        if ".lora_" in key or "lora_magnitude" in key:
+            continue
+        sd[key.replace(".base_layer.", ".")] = value
+    for name, module in model.named_modules():
+        if hasattr(module, "get_delta_weight") and hasattr(module, "base_layer"):
+            if adapter not in getattr(module, "lora_A", {}):
+                continue
+            key = f"{name}.weight"
+            sd[key] = (sd[key] + module.get_delta_weight(adapter).to(sd[key].dtype)).detach()
+    return sd

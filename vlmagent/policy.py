@@ -1,0 +1,380 @@
+"""The Qwen-VL policy over transformers: load (local path or hub id), LoRA via peft, batched
+generation returning exact token ids + sampled logps, and logps with grad for training.
+
+    policy = Policy.from_pretrained("out/tiny", lora=LoraSettings())
+    ids = policy.chat_tokens([{"role": "user", "content": [{"type": "image", "image": img},
+                                                            {"type": "text", "text": "Count."}]}],
+                             add_generation_prompt=True)
+    [gen] = policy.generate([Context(ids, [img], "s0")], max_new_tokens=64, seed=0)
+    [lp] = policy.logprobs([Context(ids + gen.token_ids, [img], "s0")])
+    # lp[-len(gen.token_ids):] equals gen.logps
+
+Images arrive already resized to what the model sees (sides multiples of `patch_factor`; see
+`seen_size`), so the image processor never resizes them and tool boxes stay in that frame.
+Every forward pass first runs `check_invariants` (image pad tokens vs image_grid_thw).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from PIL import Image
+
+from vlmagent.config import LoraSettings, PolicyConfig
+from vlmagent.modelio import (
+    chunked_logps,
+    merged_state_dict,
+    pad_left,
+    pad_runs,
+    resolve_device,
+    sample_next,
+    smart_resize,
+    torch_dtype,
+)
+
+FAMILIES = ("qwen2_vl", "qwen2_5_vl", "qwen3_vl", "qwen3_vl_moe")
+
+
+class ImageTokenError(ValueError):
+    """Image pad tokens disagree with the images (count, split or truncated run)."""
+
+
+@dataclass
+class Context:
+    """A token sequence and its images, in the order of their <|image_pad|> runs."""
+
+    token_ids: list[int]
+    images: list[Image.Image] = field(default_factory=list)
+    id: str = ""
+
+
+@dataclass
+class Generation:
+    token_ids: list[int]  # new tokens only, including the stop token (eos or stop string end)
+    logps: list[float]  # log_softmax(raw logits / temperature) of each sampled token
+    text: str  # decode of token_ids without a final eos token; special tokens kept
+    stop: str  # "eos", the stop string that matched, or "length"
+
+
+class Policy:
+    def __init__(self, model: torch.nn.Module, processor: Any) -> None:
+        self.model = model
+        self.processor = processor
+        self.tokenizer = processor.tokenizer
+        cfg = self.core.config
+        self.family: str = cfg.model_type
+        if self.family not in FAMILIES:
+            raise ValueError(f"unsupported model type {self.family!r}; valid: {FAMILIES}")
+        vision = cfg.vision_config
+        self.merge_size: int = vision.spatial_merge_size
+        self.patch_size: int = vision.patch_size
+        self.patch_factor: int = self.patch_size * self.merge_size
+        self.image_token_id: int = cfg.image_token_id
+        self.video_token_id: int = cfg.video_token_id
+        self.vision_start_id: int = cfg.vision_start_token_id
+        self.vision_end_id: int = cfg.vision_end_token_id
+        eos = getattr(self.core.generation_config, "eos_token_id", None)
+        eos = [eos] if isinstance(eos, int) else list(eos or [])
+        if self.tokenizer.eos_token_id is not None:
+            eos.append(self.tokenizer.eos_token_id)
+        self.eos_ids: set[int] = set(eos)
+        pad = self.tokenizer.pad_token_id
+        self.pad_id: int = pad if pad is not None else min(self.eos_ids)
+
+    # ------------------------------------------------------------ loading
+    @classmethod
+    def from_pretrained(cls, path: str | Path, dtype: str = "float32", device: str = "cpu",
+                        lora: LoraSettings | None = None, adapter: str | None = None) -> Policy:
+        """Load through AutoModelForImageTextToText/AutoProcessor. `lora` adds fresh trainable
+        adapters, or makes a loaded `adapter` trainable; `adapter` alone loads it frozen."""
+        from transformers import AutoModelForImageTextToText, AutoProcessor
+
+        model = AutoModelForImageTextToText.from_pretrained(str(path), dtype=torch_dtype(dtype))
+        model.to(resolve_device(device))
+        processor = AutoProcessor.from_pretrained(str(path))
+        if adapter:
+            from peft import PeftModel
+
+            model = PeftModel.from_pretrained(model, adapter, is_trainable=lora is not None)
+        elif lora is not None:
+            model = _add_lora(model, lora)
+        if lora is not None and not lora.train_vision:
+            for p in _unwrap(model).model.visual.parameters():
+                p.requires_grad_(False)
+        return cls(model, processor)
+
+    @classmethod
+    def from_config(cls, cfg: PolicyConfig) -> Policy:
+        return cls.from_pretrained(cfg.path, cfg.dtype, cfg.device, cfg.lora, cfg.adapter)
+
+    @property
+    def core(self) -> torch.nn.Module:
+        """The transformers model (under any peft wrapper)."""
+        return _unwrap(self.model)
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    # ------------------------------------------------------------ images
+    def seen_size(self, w: int, h: int, min_pixels: int | None = None,
+                  max_pixels: int | None = None) -> tuple[int, int]:
+        """(width, height) the model sees for a w x h image under the pixel budget."""
+        size = self.processor.image_processor.size
+        lo = min_pixels if min_pixels is not None else size["shortest_edge"]
+        hi = max_pixels if max_pixels is not None else size["longest_edge"]
+        return smart_resize(w, h, self.patch_factor, lo, hi)
+
+    def tokens_per_image(self, size: tuple[int, int]) -> int:
+        """Image pad tokens for an image of the seen size (w, h)."""
+        w, h = size
+        if w % self.patch_factor or h % self.patch_factor or w <= 0 or h <= 0:
+            raise ValueError(f"image size {w}x{h} is not a multiple of {self.patch_factor}; "
+                             "resize it with policy.seen_size first")
+        return (w // self.patch_factor) * (h // self.patch_factor)
+
+    def encode_images(self, images: list[Image.Image]) -> dict[str, torch.Tensor]:
+        """Pixel patches for images already at their seen size: {pixel_values, image_grid_thw}."""
+        sizes = [im.size for im in images]
+        for i, s in enumerate(sizes):
+            self.tokens_per_image(s)  # raises on a size the processor would resize
+        areas = [w * h for w, h in sizes]
+        # Bounds that include every image make smart_resize a no-op for these sizes.
+        out = self.processor.image_processor(
+            images=[im.convert("RGB") for im in images], return_tensors="pt",
+            size={"shortest_edge": min(areas), "longest_edge": max(areas)})
+        grid = out["image_grid_thw"]
+        want = torch.tensor([[1, h // self.patch_size, w // self.patch_size] for w, h in sizes])
+        if not torch.equal(grid.cpu(), want):
+            raise RuntimeError(f"image processor resized the images: grid {grid.tolist()}, "
+                               f"expected {want.tolist()}")
+        return {"pixel_values": out["pixel_values"], "image_grid_thw": grid}
+
+    # ------------------------------------------------------------ text
+    def chat_tokens(self, messages: list[dict[str, Any]], tools: list[dict] | None = None,
+                    add_generation_prompt: bool = False, continuation: bool = False) -> list[int]:
+        """Token ids of `messages` through the chat template, each image pad run expanded to
+        its token count. Image items are {"type": "image", "image": PIL image at its seen
+        size} (or {"type": "image", "size": (w, h)}). `continuation=True` renders turns that
+        continue an existing conversation: no system turn is added (tools are not allowed)."""
+        sizes = [_image_size(item) for m in messages if isinstance(m.get("content"), list)
+                 for item in m["content"] if _is_image(item)]
+        render = self.tokenizer.apply_chat_template
+        if continuation:
+            if tools:
+                raise ValueError("tools go in the first (system) turn, not in a continuation")
+            head = [{"role": "system", "content": "S"}]
+            prefix = render(head, tokenize=False)
+            text = render(head + list(messages), tokenize=False,
+                          add_generation_prompt=add_generation_prompt)
+            if not text.startswith(prefix):
+                raise ValueError("chat template does not render turns as a prefix-stable list")
+            text = text[len(prefix):]
+        else:
+            text = render(list(messages), tools=tools, tokenize=False,
+                          add_generation_prompt=add_generation_prompt)
+        ids = self.tokenizer(text, add_special_tokens=False)["input_ids"]
+        n_pads = sum(1 for t in ids if t == self.image_token_id)
+        if n_pads != len(sizes):
+            raise ValueError(f"template rendered {n_pads} image placeholders for "
+                             f"{len(sizes)} images")
+        out: list[int] = []
+        it = iter(sizes)
+        for t in ids:
+            out.extend([t] * self.tokens_per_image(next(it)) if t == self.image_token_id else [t])
+        return out
+
+    def decode(self, token_ids: list[int]) -> str:
+        return self.tokenizer.decode(token_ids, skip_special_tokens=False)
+
+    # ------------------------------------------------------------ invariants
+    def check_invariants(self, input_ids: torch.Tensor, image_grid_thw: torch.Tensor | None,
+                         sample_ids: list[str], n_images_per_sample: list[int]) -> None:
+        """Per sample: image pad tokens == sum of grid products / merge^2, one complete run
+        per image between <|vision_start|> and <|vision_end|>. Raises ImageTokenError."""
+        merge2 = self.merge_size ** 2
+        counts = [] if image_grid_thw is None else (image_grid_thw.prod(-1) // merge2).tolist()
+        if sum(n_images_per_sample) != len(counts):
+            raise ImageTokenError(f"samples {list(sample_ids)} hold {sum(n_images_per_sample)} "
+                                  f"images but image_grid_thw has {len(counts)} rows")
+        offset = 0
+        for b, (sid, n) in enumerate(zip(sample_ids, n_images_per_sample)):
+            want = counts[offset:offset + n]
+            offset += n
+            ids = input_ids[b]
+            runs = pad_runs(ids, self.image_token_id)
+            have = sum(length for _, length in runs)
+            if have != sum(want):
+                raise ImageTokenError(
+                    f"sample {sid}: {have} image pad tokens but image_grid_thw implies "
+                    f"{sum(want)} for {n} image(s) (per image {want})")
+            if [length for _, length in runs] != want:
+                raise ImageTokenError(
+                    f"sample {sid}: image pad runs {[length for _, length in runs]} do not match "
+                    f"the {n} image(s) ({want} tokens each): an image was split or truncated")
+            for k, (start, length) in enumerate(runs):
+                end = start + length
+                if (start == 0 or ids[start - 1] != self.vision_start_id or end >= len(ids)
+                        or ids[end] != self.vision_end_id):
+                    raise ImageTokenError(f"sample {sid}: image {k} ({length} pad tokens) is not "
+                                          "enclosed by <|vision_start|> ... <|vision_end|>")
+            if bool((ids == self.video_token_id).any()):
+                raise ImageTokenError(f"sample {sid}: video pad tokens are not supported")
+
+    # ------------------------------------------------------------ forward
+    def _batch(self, contexts: list[Context]) -> dict[str, torch.Tensor]:
+        """Left-padded model inputs with Qwen mrope positions; checks invariants first."""
+        if not contexts or any(not c.token_ids for c in contexts):
+            raise ValueError("every context needs at least one token")
+        ids, mask = pad_left([list(c.token_ids) for c in contexts], self.pad_id)
+        images = [im for c in contexts for im in c.images]
+        enc = self.encode_images(images) if images else {}
+        grid = enc.get("image_grid_thw")
+        self.check_invariants(ids, grid, [c.id for c in contexts],
+                              [len(c.images) for c in contexts])
+        dev = self.device
+        ids, mask = ids.to(dev), mask.to(dev)
+        mm_types = (ids == self.image_token_id).int()
+        positions, _ = self.core.model.get_rope_index(
+            ids, mm_token_type_ids=mm_types, attention_mask=mask,
+            image_grid_thw=None if grid is None else grid.to(dev))
+        batch = {"input_ids": ids, "attention_mask": mask, "position_ids": positions}
+        if enc:
+            batch["pixel_values"] = enc["pixel_values"].to(dev)
+            batch["image_grid_thw"] = grid.to(dev)
+        return batch
+
+    def logprobs(self, contexts: list[Context], temperature: float = 1.0) -> list[torch.Tensor]:
+        """Per context, logp of token t given tokens < t for t = 1..T-1 (with grad).
+
+        The LM head runs in chunks over real (non-pad) positions only, recomputed in backward,
+        so a [B, T, vocab] logits tensor never exists."""
+        batch = self._batch(contexts)
+        hidden = self.core.model(**batch, use_cache=False).last_hidden_state  # [B, T, H]
+        head = self.core.get_output_embeddings()
+        width = batch["input_ids"].shape[1]
+        out = []
+        for b, c in enumerate(contexts):
+            n = len(c.token_ids)
+            rows = hidden[b, width - n:width - 1]  # predicts tokens 1..n-1
+            out.append(chunked_logps(rows, head, batch["input_ids"][b, width - n + 1:],
+                                     temperature))
+        return out
+
+    @torch.no_grad()
+    def generate(self, contexts: list[Context], max_new_tokens: int, temperature: float = 1.0,
+                 top_p: float = 1.0, stop_strings: tuple[str, ...] | list[str] = (),
+                 seed: int | None = None) -> list[Generation]:
+        """Sample continuations for a batch of contexts (temperature 0 = greedy). Each stops at
+        eos, at the token that completes a stop string, or after max_new_tokens."""
+        was_training = self.model.training
+        self.model.eval()
+        try:
+            return self._generate(contexts, max_new_tokens, temperature, top_p,
+                                  tuple(stop_strings), seed)
+        finally:
+            self.model.train(was_training)
+
+    def _generate(self, contexts, max_new_tokens, temperature, top_p, stop_strings, seed):
+        batch = self._batch(contexts)
+        n = len(contexts)
+        dev = self.device
+        gen = torch.Generator(device=dev)
+        if seed is None:
+            gen.seed()
+        else:
+            gen.manual_seed(seed)
+        mask = batch["attention_mask"]
+        next_pos = batch["position_ids"].amax(dim=(0, 2)) + 1  # [B]
+        out = self.model(**batch, use_cache=True, logits_to_keep=1)
+        tokens: list[list[int]] = [[] for _ in range(n)]
+        logps: list[list[float]] = [[] for _ in range(n)]
+        stops: list[str | None] = [None] * n
+        tail = max((len(s.encode()) for s in stop_strings), default=0) + 2
+        banned = [self.image_token_id, self.video_token_id]
+        for step in range(max_new_tokens):
+            tok, lp = sample_next(out.logits[:, -1], temperature, top_p, gen, banned)
+            for b, (t, p) in enumerate(zip(tok.tolist(), lp.tolist())):
+                if stops[b] is not None:
+                    continue
+                tokens[b].append(t)
+                logps[b].append(p)
+                if t in self.eos_ids:
+                    stops[b] = "eos"
+                elif stop_strings:
+                    text = self.tokenizer.decode(tokens[b][-tail:], skip_special_tokens=False)
+                    stops[b] = next((s for s in stop_strings if s in text), None)
+            if all(s is not None for s in stops) or step == max_new_tokens - 1:
+                break
+            feed = torch.tensor([t if s is None else self.pad_id for t, s in
+                                 zip(tok.tolist(), stops)], device=dev)
+            mask = torch.cat([mask, mask.new_ones(n, 1)], dim=1)
+            pos = (next_pos + step).view(1, n, 1).expand(3, n, 1)
+            out = self.model(input_ids=feed[:, None], attention_mask=mask, position_ids=pos,
+                             cache=out.cache, use_cache=True)
+        results = []
+        for b in range(n):
+            ids = tokens[b]
+            body = ids[:-1] if stops[b] == "eos" else ids
+            results.append(Generation(ids, logps[b], self.decode(body), stops[b] or "length"))
+        return results
+
+    # ------------------------------------------------------------ saving
+    def save_pretrained(self, out_dir: str | Path, merged: bool = False) -> Path:
+        """LoRA policies: adapters only (adapter_model.safetensors + adapter_config.json), or
+        `merged=True` full weights with the adapters folded in. Plain policies: full weights.
+        The processor is saved alongside either way."""
+        out = Path(out_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        if _is_peft(self.model) and not merged:
+            self.model.save_pretrained(str(out), safe_serialization=True)
+        elif _is_peft(self.model):
+            self.core.save_pretrained(str(out), state_dict=merged_state_dict(self.core))
+        else:
+            self.model.save_pretrained(str(out))
+        self.processor.save_pretrained(str(out))
+        return out
+
+
+# ---------------------------------------------------------------- helpers
+def _is_peft(model: torch.nn.Module) -> bool:
+    return hasattr(model, "peft_config") and hasattr(model, "get_base_model")
+
+
+def _unwrap(model: torch.nn.Module) -> torch.nn.Module:
+    return model.get_base_model() if _is_peft(model) else model
+
+
+def _add_lora(model: torch.nn.Module, lora: LoraSettings) -> torch.nn.Module:
+    """peft adapters on the language model's `target_modules` (and, with train_vision, on
+    every linear layer of the vision tower)."""
+    import re
+
+    from peft import LoraConfig, get_peft_model
+
+    suffixes = "|".join(re.escape(t) for t in lora.target_modules)
+    pattern = rf".*language_model\.(?:.*\.)?(?:{suffixes})"
+    if lora.train_vision:
+        names = [re.escape(name) for name, mod in model.named_modules()
+                 if ".visual." in f".{name}." and isinstance(mod, torch.nn.Linear)]
+        pattern = f"(?:{pattern})|(?:{'|'.join(names)})"
+    cfg = LoraConfig(r=lora.rank, lora_alpha=lora.alpha, lora_dropout=lora.dropout,
+                     target_modules=pattern, bias="none")
+    return get_peft_model(model, cfg)
+
+
+def _is_image(item: Any) -> bool:
+    return isinstance(item, dict) and (item.get("type") == "image" or "image" in item
+                                      or "image_url" in item)
+
+
+def _image_size(item: dict[str, Any]) -> tuple[int, int]:
+    img = item.get("image")
+    if isinstance(img, Image.Image):
+        return img.size
+    if item.get("size") is not None:
+        w, h = item["size"]
+        return int(w), int(h)
+    raise ValueError("an image item needs a PIL image under 'image' or a (w, h) 'size'")

@@ -1,0 +1,96 @@
+"""Render HTML (or a site folder) in the sandboxed browser and hand back the screenshot.
+
+The renderer is the lead's Browser (vlmagent.browser), which serves pages only from their own
+folder and blocks the network; this tool only bounds its input and keeps paths in workdir.
+"""
+from __future__ import annotations
+
+import io
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from PIL import Image
+
+from vlmagent.tools.base import Tool, ToolEnv
+from vlmagent.types import ToolResult
+
+MAX_HTML_CHARS = 200_000
+
+
+class RenderHtmlTool(Tool):
+    """Screenshot an HTML string or a site folder so the model can see what its code looks like."""
+
+    name = "render_html"
+    description = ("Render HTML in a browser and return a screenshot. Give either html (a full "
+                   "HTML document) or path (a site folder or .html file, relative to the "
+                   "working directory).")
+    parameters: dict[str, Any] = {
+        "type": "object",
+        "properties": {
+            "html": {"type": "string", "minLength": 1, "maxLength": MAX_HTML_CHARS,
+                     "description": "the HTML document to render"},
+            "path": {"type": "string", "minLength": 1,
+                     "description": "site folder (renders its index.html) or .html file"},
+        },
+        "additionalProperties": False,
+    }
+
+    def __init__(self, width: int = 1280, height: int = 800) -> None:
+        self.width, self.height = width, height
+
+    def check(self, args: dict[str, Any]) -> str | None:
+        err = super().check(args)
+        if err is None and ("html" in args) == ("path" in args):
+            return "give exactly one of 'html' or 'path'"
+        return err
+
+    def run(self, args: dict[str, Any], env: ToolEnv) -> ToolResult:
+        if env.renderer is None:
+            return ToolResult(error=f"{self.name}: not available here (no browser in this "
+                                    "environment)")
+        if "html" in args:
+            png = env.renderer.screenshot_html(args["html"], self.width, self.height)
+            source = f"html ({len(args['html'])} characters)"
+        else:
+            target, err = self._resolve(args["path"], env)
+            if err:
+                return ToolResult(error=f"{self.name}: {err}")
+            png = self._shoot_site(target, env)
+            source = f"path {args['path']!r}"
+        image = Image.open(io.BytesIO(png)).convert("RGB")
+        out = env.add_image(image)
+        w, h = env.images[out].seen
+        return ToolResult(text=f"rendered {source} at {self.width}x{self.height}: new image "
+                               f"{out!r}, {w}x{h} as you see it.", images=[image])
+
+    def _resolve(self, rel: str, env: ToolEnv) -> tuple[Path, str | None]:
+        """The page to render, refusing anything outside env.workdir."""
+        if not env.workdir:
+            return Path(), "'path' needs a working directory and none is set; pass 'html'"
+        root = Path(env.workdir).resolve()
+        if Path(rel).is_absolute():
+            return Path(), f"path {rel!r} must be relative to the working directory"
+        target = (root / rel).resolve()
+        if target != root and root not in target.parents:
+            return Path(), f"path {rel!r} leaves the working directory"
+        if target.is_dir():
+            target = target / "index.html"
+        if not target.is_file() or target.suffix.lower() not in (".html", ".htm"):
+            return Path(), f"no HTML page at {rel!r} (a folder needs an index.html)"
+        return target, None
+
+    def _shoot_site(self, page: Path, env: ToolEnv) -> bytes:
+        """Screenshot a page with its folder served, so relative assets load (sandboxed)."""
+        shoot = getattr(env.renderer, "screenshot_site", None)
+        if shoot is not None:
+            return shoot(page.parent, page.name, self.width, self.height)
+        if hasattr(env.renderer, "visit_site") and page.name == "index.html":
+            with tempfile.TemporaryDirectory(prefix="vlmagent-shot-") as tmp:
+                visit = env.renderer.visit_site(page.parent, tmp)
+                shot = visit.pages[0].screenshot_desktop if visit.pages else None
+                if shot:
+                    return Path(shot).read_bytes()
+        # Fallback: the page alone (relative assets will not load in the sandbox).
+        return env.renderer.screenshot_html(page.read_text(encoding="utf-8", errors="replace"),
+                                            self.width, self.height)

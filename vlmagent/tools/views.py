@@ -1,0 +1,36 @@
+"""Retrieve another view of the scene (another camera, an earlier frame) kept in the sample."""
+from __future__ import annotations
+
+from typing import Any
+
+from vlmagent.tools.base import Tool, ToolEnv, load_image
+from vlmagent.types import ToolResult
+
+
+class RetrieveViewTool(Tool):
+    """Bring a named view of the sample into the conversation as a new image."""
+
+    name = "retrieve_view"
+    description = ("Retrieve another view of the scene by name, e.g. another camera or an earlier "
+                   "frame. The view is added to the conversation as a new image.")
+    parameters: dict[str, Any] = {
+        "type": "object",
+        "properties": {"view": {"type": "string", "minLength": 1,
+                                "description": "name of the view to retrieve"}},
+        "required": ["view"],
+        "additionalProperties": False,
+    }
+
+    def run(self, args: dict[str, Any], env: ToolEnv) -> ToolResult:
+        view = args["view"]
+        if view not in env.views:
+            have = ", ".join(env.views) or "none (this sample has no other views)"
+            return ToolResult(error=f"{self.name}: unknown view {view!r}; available views: {have}")
+        try:
+            image = load_image(env.views[view])
+        except OSError as e:
+            return ToolResult(error=f"{self.name}: view {view!r} could not be loaded: {e}")
+        out = env.add_image(image)
+        w, h = env.images[out].seen
+        return ToolResult(text=f"view {view!r}: new image {out!r}, {w}x{h} as you see it.",
+                          images=[image])

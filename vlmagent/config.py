@@ -229,3 +229,21 @@ class PolicyConfig:
     top_p: float = 1.0
     min_pixels: int = 56 * 56  # pixel budget per image (Qwen smart_resize bounds)
     max_pixels: int = 28 * 28 * 1280
+
+
+@dataclass
+class AgentConfig:
+    """The multi-turn rollout loop (agent.py)."""
+
+    format: str = "hermes"  # tool-call wire format: hermes | drive (protocol.FORMATS)
+    tools: list[str] = field(default_factory=lambda: ["crop", "zoom"])
+    system_prompt: str = "You are a careful visual assistant. Look closer before you answer."
+    force_mode: str = "none"  # tool | text | none: hint the thinking mode in the prompt
+    max_turns: int = 4  # assistant turns per episode
+    max_tool_calls: int = 3  # DriveAgent-R1's limit; further calls get an error observation
+    max_new_tokens: int = 256  # per assistant turn
+    max_total_tokens: int = 4096  # the whole episode, prompt and images included
+    temperature: float = 1.0  # 0 = greedy
+    top_p: float = 1.0
+    min_pixels: int = 28 * 28 * 4  # pixel budget per image (the router may narrow it)
+    max_pixels: int = 448 * 448

@@ -41,20 +41,38 @@ class ToolResult:
 class Turn:
     role: str  # "system" | "user" | "assistant" | "tool"
     text: str
-    images: list[str] = field(default_factory=list)
+    images: list[str] = field(default_factory=list)  # indices into Trajectory.images, as names
     tool_call: ToolCall | None = None
     error: str | None = None
+    span: tuple[int, int] = (0, 0)  # [start, end) of this turn's tokens in Trajectory.token_ids
 
 
 @dataclass
 class Trajectory:
+    """One episode exactly as sampled: what training consumes without re-tokenising anything.
+
+    `images` are the images the model saw, at the size it saw them, in the order of their
+    <|image_pad|> runs in token_ids (PIL images in memory; file paths once saved).
+    `logps` has one entry per token with loss_mask 1 (None for scripted, tokenised episodes).
+    """
+
     id: str
+    sample_id: str = ""
     turns: list[Turn] = field(default_factory=list)
-    mode: str | None = None
+    images: list[Any] = field(default_factory=list)
+    mode: str | None = None  # "tool" | "text" | None: the mode tag the policy opened with
+    forced_mode: str | None = None  # the mode hinted in the prompt, if any
+    mode_matched: bool | None = None  # behaviour agreed with the tag (and the forced mode)
     answer: str | None = None
+    finish: str = ""  # "answer" | "max_turns" | "budget"
+    n_tool_calls: int = 0
+    n_tool_errors: int = 0
     token_ids: list[int] = field(default_factory=list)
     loss_mask: list[int] = field(default_factory=list)
     logps: list[float] | None = None
+    timings: dict[str, float] = field(default_factory=dict)
+    reward: float | None = None
+    meta: dict[str, Any] = field(default_factory=dict)
 
 
 # ---------------------------------------------------------------- browser -> rewards

@@ -2,6 +2,8 @@
 
     vlmagent score PATH... --out results.jsonl [--report report.html] [--workers N] [--resume]
                    [--config FILE] [key.path=value ...]
+    vlmagent rollout CONFIG --n N --out traj.jsonl [--policy PATH|expert] [key.path=value ...]
+    vlmagent tiny --out DIR [--family qwen2_5_vl|qwen2_vl|qwen3_vl]
     vlmagent check-config FILE [key.path=value ...]
 
 Exit codes: 0 done (low scores are results, not errors), 1 the job itself failed,
@@ -44,10 +46,67 @@ def cmd_score(args: argparse.Namespace) -> int:
     return 1 if missing else 0
 
 
+def cmd_rollout(args: argparse.Namespace) -> int:
+    """Episodes of the configured domain through the agent loop, saved as trajectories."""
+    from tqdm import tqdm
+
+    from vlmagent import agent, trajectory
+    from vlmagent.domains import get_domain
+    from vlmagent.policy import Policy
+    from vlmagent.scoring import UsageError
+
+    cfg = config_mod.load(args.config, args.overrides + args.extra, cls=config_mod.RunConfig)
+    if args.n < 1:
+        raise UsageError("--n must be at least 1")
+    if args.policy and args.policy != "expert":
+        cfg.policy.path = args.policy
+    if not cfg.policy.path:
+        raise UsageError("no model: set policy.path (for example `vlmagent tiny --out out/tiny` "
+                         "then policy.path=out/tiny); the expert policy uses its tokenizer")
+    policy = Policy.from_config(cfg.policy)
+    domain = get_domain(cfg.domain.name)
+    seen = lambda w, h: policy.seen_size(w, h, cfg.agent.min_pixels, cfg.agent.max_pixels)  # noqa: E731
+    samples = domain.make_samples(args.n, cfg.domain.seed, cfg.domain.data_dir,
+                                  kinds=tuple(cfg.domain.kinds),
+                                  size=tuple(cfg.domain.size) if cfg.domain.size else None,
+                                  seen_size=seen)
+    actor = None
+    if args.policy == "expert":
+        index = {s.id: i for i, s in enumerate(samples)}
+
+        def script(ep: agent.Episode) -> list[str]:
+            mode = cfg.agent.force_mode
+            if mode == "none":  # both modes, alternating, as dual-mode SFT data wants
+                mode = "tool" if index[ep.sample.id] % 2 == 0 else "text"
+            return domain.expert_turns(ep.sample, mode, seen, cfg.agent.format)
+
+        actor = agent.ScriptedActor(policy, script)
+    with tqdm(total=len(samples), desc="rollout", unit="episode", disable=args.quiet) as bar:
+        trajs = agent.rollout(policy, samples, cfg.agent, actor=actor, seed=args.seed,
+                              progress=bar.update)
+    for t, s in zip(trajs, samples):
+        t.reward = domain.check(t.turns[-1].text if t.turns else "", s)
+    trajectory.save(trajs, args.out)
+    acc = sum(t.reward for t in trajs) / len(trajs)
+    calls = sum(t.n_tool_calls for t in trajs) / len(trajs)
+    print(f"{len(trajs)} episodes -> {args.out}; accuracy {acc:.3f}, "
+          f"tool calls per episode {calls:.2f}")
+    return 0
+
+
 def cmd_check_config(args: argparse.Namespace) -> int:
     cfg = config_mod.load(args.file, args.overrides + args.extra)
     print(yaml.safe_dump(config_mod.to_dict(cfg), sort_keys=False), end="")
     return 0
+
+
+def cmd_tiny(args: argparse.Namespace) -> int:
+    from vlmagent.scoring import UsageError
+    from vlmagent.tiny import FAMILIES, cli_tiny
+
+    if args.family not in FAMILIES:
+        raise UsageError(f"unknown family {args.family!r} (valid: {', '.join(FAMILIES)})")
+    return cli_tiny(args)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -66,6 +125,23 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--config", help="YAML config (see configs/score.yaml)")
     sp.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     sp.set_defaults(fn=cmd_score)
+
+    rp = sub.add_parser("rollout", help="run episodes through the agent loop, save trajectories")
+    rp.add_argument("config", help="YAML recipe (see configs/zoomqa_rollout.yaml)")
+    rp.add_argument("overrides", nargs="*", metavar="key.path=value")
+    rp.add_argument("--n", type=int, default=8, help="episodes (one per generated sample)")
+    rp.add_argument("--out", required=True, help="trajectory JSONL; images go beside it")
+    rp.add_argument("--policy", help="a model folder or hub id, or 'expert' (scripted)")
+    rp.add_argument("--seed", type=int, default=0, help="sampling seed")
+    rp.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    rp.set_defaults(fn=cmd_rollout)
+
+    tp = sub.add_parser("tiny", help="build a tiny random Qwen-VL model + processor offline")
+    # Flags declared here, not imported from tiny.py: that would import torch for every command.
+    tp.add_argument("--out", required=True, help="folder to write the model and processor to")
+    tp.add_argument("--family", default="qwen2_5_vl", help="qwen2_vl | qwen2_5_vl | qwen3_vl")
+    tp.add_argument("--seed", type=int, default=0)
+    tp.set_defaults(fn=cmd_tiny)
 
     cp = sub.add_parser("check-config", help="load a config strictly and print it resolved")
     cp.add_argument("file")

@@ -224,11 +224,7 @@ class PolicyConfig:
     device: str = "auto"  # auto (cuda when present, else cpu) | cpu | cuda | cuda:N
     lora: LoraSettings | None = None  # None: full weights (no adapters)
     adapter: str | None = None  # a saved LoRA adapter folder to load on top of `path`
-    max_new_tokens: int = 512
-    temperature: float = 1.0  # 0 = greedy
-    top_p: float = 1.0
-    min_pixels: int = 56 * 56  # pixel budget per image (Qwen smart_resize bounds)
-    max_pixels: int = 28 * 28 * 1280
+    # Sampling and pixel budgets belong to the agent loop (AgentConfig), their only user.
 
 
 @dataclass
@@ -247,3 +243,25 @@ class AgentConfig:
     top_p: float = 1.0
     min_pixels: int = 28 * 28 * 4  # pixel budget per image (the router may narrow it)
     max_pixels: int = 448 * 448
+
+
+@dataclass
+class DomainConfig:
+    """Where samples come from (domains/): a synthetic generator or a data file."""
+
+    name: str = "zoomqa"
+    seed: int = 0
+    kinds: list[str] = field(default_factory=lambda: ["digit", "color", "shape"])
+    size: list[int] | None = None  # [width, height] of generated images; None: varied sizes
+    data_dir: str = "out/data"  # generated images are written here
+
+
+@dataclass
+class RunConfig:
+    """Everything a rollout / training recipe needs, on top of the scorer's sections."""
+
+    policy: PolicyConfig = field(default_factory=PolicyConfig)
+    agent: AgentConfig = field(default_factory=AgentConfig)
+    domain: DomainConfig = field(default_factory=DomainConfig)
+    browser: BrowserConfig = field(default_factory=BrowserConfig)
+    reward: RewardConfig = field(default_factory=RewardConfig)

@@ -4,10 +4,10 @@ No transformers or peft imports here (only policy.py and tiny.py import those).
 """
 from __future__ import annotations
 
-import math
-
 import torch
 from torch.utils.checkpoint import checkpoint
+
+from vlmagent.tools.base import smart_resize as _smart_resize_hw
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16,
           "auto": "auto"}
@@ -27,23 +27,9 @@ def resolve_device(name: str) -> torch.device:
 
 def smart_resize(width: int, height: int, factor: int, min_pixels: int,
                  max_pixels: int) -> tuple[int, int]:
-    """Qwen-VL's smart_resize rule, in (width, height) order: both sides multiples of `factor`,
-    area within [min_pixels, max_pixels], aspect ratio kept as closely as possible."""
-    if min(width, height) < 1:
-        raise ValueError(f"image size must be positive, got {width}x{height}")
-    if max(height, width) / min(height, width) > 200:
-        raise ValueError(f"aspect ratio must be below 200, got {width}x{height}")
-    h_bar = max(factor, round(height / factor) * factor)
-    w_bar = max(factor, round(width / factor) * factor)
-    if h_bar * w_bar > max_pixels:
-        beta = math.sqrt((height * width) / max_pixels)
-        h_bar = max(factor, math.floor(height / beta / factor) * factor)
-        w_bar = max(factor, math.floor(width / beta / factor) * factor)
-    elif h_bar * w_bar < min_pixels:
-        beta = math.sqrt(min_pixels / (height * width))
-        h_bar = math.ceil(height * beta / factor) * factor
-        w_bar = math.ceil(width * beta / factor) * factor
-    return w_bar, h_bar
+    """Qwen-VL's smart_resize rule in (width, height) order (one implementation: tools/base)."""
+    h, w = _smart_resize_hw(height, width, factor, min_pixels, max_pixels)
+    return w, h
 
 
 def pad_left(seqs: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:

@@ -257,7 +257,7 @@ def build_tiny(out_dir: str | Path, family: str = "qwen2_5_vl", seed: int = 0,
     return out
 
 
-def add_arguments(ap: argparse.ArgumentParser) -> None:
+def add_arguments(ap: argparse.ArgumentParser) -> None:  # for scripts embedding the builder
     """Flags of `vlmagent tiny`."""
     ap.add_argument("--out", required=True, help="folder to write the model and processor to")
     ap.add_argument("--family", default="qwen2_5_vl", choices=FAMILIES)

@@ -1,0 +1,292 @@
+"""The multi-turn rollout loop: generate, parse the call, run the tool, show its image, repeat.
+
+One loop serves training rollouts, evaluation, the expert (scripted) episodes and the debugger.
+Every episode is built as exact tokens as it goes, so training never re-tokenises text:
+
+    prompt (system + user turn with images)            mask 0
+    assistant turn: sampled tokens                     mask 1, sampled logps
+      - ends with eos (<|im_end|>): the turn is closed; no call -> the episode is over
+      - ends with the format's stop string (a call): "<|im_end|>\\n" is appended, mask 0
+    tool result turn (text + the tool's images)        mask 0
+    ... until an answer, max_turns, or the token budget.
+
+Images are shown at the size the model sees (Qwen smart_resize under the pixel budget), and the
+tools get that size with the original pixels, so a crop box in the seen frame maps back exactly.
+Episodes are batched: every round, all unfinished episodes generate together.
+"""
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from PIL import Image
+
+from vlmagent import protocol
+from vlmagent.config import AgentConfig
+from vlmagent.policy import Context, Generation
+from vlmagent.tools import make_tools
+from vlmagent.tools.base import ToolEnv, load_image
+from vlmagent.types import Sample, ToolCall, ToolResult, Trajectory, Turn
+
+MODES = ("tool", "text", "none")
+
+
+@dataclass
+class Episode:
+    """Mutable state of one episode while it runs; `traj` is what comes out."""
+
+    sample: Sample
+    traj: Trajectory
+    env: ToolEnv
+    seen: dict[str, tuple[int, int]] = field(default_factory=dict)
+    logps: list[float] = field(default_factory=list)
+    done: bool = False
+    n_assistant: int = 0
+    scripted: bool = False
+
+    def context(self) -> Context:
+        return Context(self.traj.token_ids, self.traj.images, self.traj.id)
+
+
+class Actor(Protocol):
+    """Writes the next assistant turn of every episode given (exact tokens so far)."""
+
+    scripted: bool
+
+    def __call__(self, episodes: list[Episode], cfg: AgentConfig, stop: str,
+                 seed: int | None) -> list[Generation]: ...
+
+
+class PolicyActor:
+    """Samples from the policy: exact token ids and their log-probs."""
+
+    scripted = False
+
+    def __init__(self, policy: Any):
+        self.policy = policy
+
+    def __call__(self, episodes: list[Episode], cfg: AgentConfig, stop: str,
+                 seed: int | None) -> list[Generation]:
+        return self.policy.generate([e.context() for e in episodes], cfg.max_new_tokens,
+                                    temperature=cfg.temperature, top_p=cfg.top_p,
+                                    stop_strings=(stop,), seed=seed)
+
+
+class ScriptedActor:
+    """Replays given assistant texts (expert trajectories, manual debugging), tokenised.
+
+    A text that ends with the call format's stop string stays open (the agent closes it, as
+    after a sampled call); any other text is closed with the eos token, as a model would.
+    """
+
+    scripted = True
+
+    def __init__(self, policy: Any, scripts: Callable[[Episode], list[str]]):
+        self.policy = policy
+        self.scripts = scripts
+
+    def __call__(self, episodes: list[Episode], cfg: AgentConfig, stop: str,
+                 seed: int | None) -> list[Generation]:
+        out = []
+        eos = self.policy.tokenizer.convert_tokens_to_ids("<|im_end|>")
+        for e in episodes:
+            turns = self.scripts(e)
+            text = turns[e.n_assistant] if e.n_assistant < len(turns) else ""
+            ids = self.policy.tokenizer(text, add_special_tokens=False)["input_ids"]
+            ends_call = text.rstrip().endswith(stop)
+            out.append(Generation(ids + ([] if ends_call else [eos]), [], text,
+                                  stop if ends_call else "eos"))
+        return out
+
+
+# ---------------------------------------------------------------- prompt
+def _tokens(policy: Any, text: str) -> list[int]:
+    return policy.tokenizer(text, add_special_tokens=False)["input_ids"]
+
+
+def start_episode(policy: Any, sample: Sample, cfg: AgentConfig, tools: dict[str, Any],
+                  index: int = 0, renderer: Any = None, shown: list[str] | None = None
+                  ) -> Episode:
+    """Prompt tokens (mask 0) for one sample: system turn with the tools, user turn with images."""
+    fmt = protocol.get_format(cfg.format)
+
+    def seen_size(w: int, h: int) -> tuple[int, int]:
+        return policy.seen_size(w, h, cfg.min_pixels, cfg.max_pixels)
+
+    shown = shown if shown is not None else sample.meta.get("shown", list(sample.images))
+    env = ToolEnv.from_sample(sample, shown, renderer=renderer, seen_size=seen_size)
+    traj = Trajectory(id=f"{sample.id}#{index}", sample_id=sample.id,
+                      forced_mode=None if cfg.force_mode == "none" else cfg.force_mode)
+    ep = Episode(sample, traj, env)
+    specs = protocol.render_tool_specs(tools)
+    system = cfg.system_prompt
+    use_template_tools = fmt.name == "hermes" and _template_renders_tools(policy, specs)
+    if tools and not use_template_tools:
+        system = (system + "\n\n" if system else "") + protocol.tools_system_prompt(tools, fmt.name)
+    hint = protocol.MODE_HINT.get(cfg.force_mode, "") if cfg.force_mode != "none" else ""
+    text = sample.prompt + (f"\n{hint}" if hint else "")
+    images = [_seen_image(ep, name) for name in shown]
+    content = [{"type": "image", "image": im} for im in images] + [{"type": "text", "text": text}]
+    messages = [{"role": "system", "content": system}, {"role": "user", "content": content}]
+    ids = policy.chat_tokens(messages, tools=specs if use_template_tools and tools else None,
+                             add_generation_prompt=True)
+    traj.turns += [Turn("system", system, span=(0, 0)),
+                   Turn("user", text, images=list(shown), span=(0, len(ids)))]
+    traj.images.extend(images)
+    traj.token_ids.extend(ids)
+    traj.loss_mask.extend([0] * len(ids))
+    return ep
+
+
+def _template_renders_tools(policy: Any, specs: list[dict]) -> bool:
+    """Real Qwen-VL templates differ: some ignore `tools`. Fall back to our prompt text then."""
+    msgs = [{"role": "user", "content": "x"}]
+    render = policy.tokenizer.apply_chat_template
+    try:
+        return render(msgs, tools=specs, tokenize=False) != render(msgs, tokenize=False)
+    except Exception:  # a template without tools support may raise on the argument
+        return False
+
+
+def _seen_image(ep: Episode, name: str) -> Image.Image:
+    """The image `name` at the size the model sees it (the env keeps the original)."""
+    ref = ep.env.images[name]
+    ep.seen[name] = ref.seen
+    im = ref.image
+    return im if im.size == ref.seen else im.resize(ref.seen, Image.Resampling.BICUBIC)
+
+
+# ---------------------------------------------------------------- the loop
+def rollout(policy: Any, samples: Sequence[Sample], cfg: AgentConfig, actor: Actor | None = None,
+            seed: int | None = None, renderer: Any = None, group_size: int = 1,
+            tools: dict[str, Any] | None = None,
+            progress: Callable[[int], None] | None = None) -> list[Trajectory]:
+    """Run one episode per (sample, group member), batched across episodes."""
+    if cfg.force_mode not in MODES:
+        raise ValueError(f"force_mode {cfg.force_mode!r} (valid: {', '.join(MODES)})")
+    tools = tools if tools is not None else make_tools(cfg.tools)
+    actor = actor or PolicyActor(policy)
+    fmt = protocol.get_format(cfg.format)
+    t0 = time.perf_counter()
+    episodes = [start_episode(policy, s, cfg, tools, i, renderer)
+                for s in samples for i in range(group_size)]
+    for e in episodes:
+        e.scripted = actor.scripted
+        e.traj.timings = {"prompt_s": 0.0, "generate_s": 0.0, "tools_s": 0.0}
+    for e in episodes:
+        e.traj.timings["prompt_s"] = round(time.perf_counter() - t0, 4)
+    rnd = 0
+    while active := [e for e in episodes if not e.done]:
+        for e in active:  # the budget is checked before spending a generation on it
+            if len(e.traj.token_ids) >= cfg.max_total_tokens:
+                _finish(e, "budget")
+        active = [e for e in active if not e.done]
+        if not active:
+            break
+        t = time.perf_counter()
+        gens = actor(active, cfg, fmt.stop, None if seed is None else seed + rnd)
+        dt = (time.perf_counter() - t) / len(active)
+        for e, g in zip(active, gens):
+            e.traj.timings["generate_s"] += dt
+            _assistant_turn(policy, e, g, cfg, tools, fmt)
+            if e.done and progress:
+                progress(1)
+        rnd += 1
+    for e in episodes:
+        e.traj.logps = None if e.scripted else e.logps
+        e.traj.timings = {k: round(v, 4) for k, v in e.traj.timings.items()}
+    return [e.traj for e in episodes]
+
+
+def _append(e: Episode, ids: list[int], mask: int, logps: list[float] | None = None) -> None:
+    e.traj.token_ids.extend(ids)
+    e.traj.loss_mask.extend([mask] * len(ids))
+    if mask:
+        e.logps.extend(logps if logps else [0.0] * len(ids))
+
+
+def _assistant_turn(policy: Any, e: Episode, g: Generation, cfg: AgentConfig,
+                    tools: dict[str, Any], fmt: Any) -> None:
+    start = len(e.traj.token_ids)
+    room = cfg.max_total_tokens - start
+    ids, logps, over = g.token_ids, g.logps, len(g.token_ids) > room
+    if over:  # cut at the budget: the episode ends here, the sampled prefix stays exact
+        ids, logps = ids[:room], logps[:room]
+    _append(e, ids, 1, logps)
+    text = g.text if not over else policy.decode(ids)
+    e.n_assistant += 1
+    turn = Turn("assistant", text, span=(start, len(e.traj.token_ids)))
+    e.traj.turns.append(turn)
+    if e.n_assistant == 1:
+        e.traj.mode = protocol.parse_mode(text)
+    if over or g.stop == "length":
+        _finish(e, "budget" if over else "length")
+        return
+    if g.stop != fmt.stop:  # the turn ended with eos and holds no call: the answer
+        _finish(e, "answer")
+        return
+    parsed = fmt.parse(text)
+    e.traj.n_tool_calls += 1
+    if isinstance(parsed, ToolCall):
+        turn.tool_call = parsed
+    if e.n_assistant >= cfg.max_turns:  # no turn left to look at the result
+        _finish(e, "max_turns")
+        return
+    _append(e, _tokens(policy, "<|im_end|>\n"), 0)  # close the call turn as the template does
+    _tool_turn(policy, e, parsed, cfg, tools, fmt, turn)
+
+
+def _tool_turn(policy: Any, e: Episode, parsed: Any, cfg: AgentConfig, tools: dict[str, Any],
+               fmt: Any, turn: Turn) -> None:
+    t = time.perf_counter()
+    before = set(e.env.images)
+    if e.traj.n_tool_calls > cfg.max_tool_calls:
+        result = ToolResult(error=f"tool call limit ({cfg.max_tool_calls}) reached; "
+                                  "give your final answer now")
+    else:
+        result = protocol.dispatch(parsed, tools, e.env)
+    names = [k for k in e.env.images if k not in before]
+    for im in result.images[len(names):]:  # a tool that did not register its images itself
+        names.append(e.env.add_image(im))
+    e.traj.timings["tools_s"] += time.perf_counter() - t
+    if result.error:
+        e.traj.n_tool_errors += 1
+        turn.error = result.error
+    body = f"Error: {result.error}" if result.error else result.text
+    rendered = fmt.render_result(body, len(names))
+    images = [_seen_image(e, n) for n in names]
+    content: list[dict[str, Any]] = []
+    for i, piece in enumerate(rendered.split(protocol.IMAGE)):
+        if piece:
+            content.append({"type": "text", "text": piece})
+        if i < len(images):
+            content.append({"type": "image", "image": images[i]})
+    ids = policy.chat_tokens([{"role": "user", "content": content}], continuation=True,
+                             add_generation_prompt=True)
+    if len(e.traj.token_ids) + len(ids) > cfg.max_total_tokens:
+        _finish(e, "budget")  # never append a tool turn that would be cut (it may hold images)
+        return
+    start = len(e.traj.token_ids)
+    _append(e, ids, 0)
+    e.traj.images.extend(images)
+    e.traj.turns.append(Turn("tool", rendered, images=names, error=result.error,
+                             span=(start, len(e.traj.token_ids))))
+
+
+def _finish(e: Episode, reason: str) -> None:
+    e.done = True
+    t = e.traj
+    t.finish = reason
+    last = next((x.text for x in reversed(t.turns) if x.role == "assistant"), "")
+    t.answer = protocol.parse_answer(last)
+    if t.mode is None:
+        t.mode_matched = False
+    else:
+        t.mode_matched = (t.mode == "tool") == (t.n_tool_calls > 0) and (
+            t.forced_mode is None or t.forced_mode == t.mode)
+
+
+def load_sample_images(sample: Sample) -> dict[str, Image.Image]:
+    return {k: load_image(v) for k, v in sample.images.items()}

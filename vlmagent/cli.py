@@ -55,7 +55,7 @@ def cmd_rollout(args: argparse.Namespace) -> int:
     from vlmagent.policy import Policy
     from vlmagent.scoring import UsageError
 
-    cfg = config_mod.load(args.config, args.overrides + args.extra, cls=config_mod.RunConfig)
+    cfg = config_mod.load(args.config, args.overrides + args.extra)
     if args.n < 1:
         raise UsageError("--n must be at least 1")
     if args.policy and args.policy != "expert":

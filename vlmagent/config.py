@@ -77,21 +77,15 @@ class ScoreConfig:
     slowest: int = 5  # how many of the slowest sites the summary lists
 
 
-@dataclass
-class Config:
-    browser: BrowserConfig = field(default_factory=BrowserConfig)
-    reward: RewardConfig = field(default_factory=RewardConfig)
-    score: ScoreConfig = field(default_factory=ScoreConfig)
-
-
 # ---------------------------------------------------------------- loading
 def load(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = (),
-         cls: type = Config) -> Any:
+         cls: type | None = None) -> Any:
     """Read YAML at `path` (or start from defaults), apply `key.path=value` overrides, build `cls`.
 
     Overrides apply to the effective config (file over defaults), so `reward.weights.execution=0.5`
     changes one entry of the weights and keeps the others.
     """
+    cls = cls or Config
     source = str(path) if path else "<defaults>"
     raw: dict[str, Any] = {}
     if path:
@@ -257,11 +251,13 @@ class DomainConfig:
 
 
 @dataclass
-class RunConfig:
-    """Everything a rollout / training recipe needs, on top of the scorer's sections."""
+class Config:
+    """One config for every command: each uses the sections it needs (score: browser, reward,
+    score; rollout: policy, agent, domain). Unknown keys anywhere are errors."""
 
+    browser: BrowserConfig = field(default_factory=BrowserConfig)
+    reward: RewardConfig = field(default_factory=RewardConfig)
+    score: ScoreConfig = field(default_factory=ScoreConfig)
     policy: PolicyConfig = field(default_factory=PolicyConfig)
     agent: AgentConfig = field(default_factory=AgentConfig)
     domain: DomainConfig = field(default_factory=DomainConfig)
-    browser: BrowserConfig = field(default_factory=BrowserConfig)
-    reward: RewardConfig = field(default_factory=RewardConfig)

@@ -6,6 +6,9 @@ ToolResult(error=...), never as an exception: the model reads the error and can 
 from __future__ import annotations
 
 import math
+import os
+import threading
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -111,6 +114,44 @@ def load_image(src: Any) -> Image.Image:
         return im.convert("RGB")
 
 
+class ImageCache:
+    """Decoded images by (path, mtime, size), least recently used out beyond `max_bytes`.
+
+    RL revisits the same samples every epoch and G times per group; decoding a large PNG costs
+    tens of milliseconds, more than a tiny model's whole turn. Callers hold the cache (one per
+    training run); images are shared, read-only: tools crop and resize, never draw in place.
+    """
+
+    def __init__(self, max_bytes: int = 1 << 30):
+        self.max_bytes = max_bytes
+        self._items: OrderedDict[tuple, Image.Image] = OrderedDict()
+        self._bytes = 0
+        self._lock = threading.Lock()
+        self.hits = self.misses = 0
+
+    def get(self, src: Any) -> Image.Image:
+        if isinstance(src, Image.Image):
+            return load_image(src)
+        st = os.stat(src)
+        key = (str(src), st.st_mtime_ns, st.st_size)
+        with self._lock:
+            im = self._items.get(key)
+            if im is not None:
+                self._items.move_to_end(key)
+                self.hits += 1
+                return im
+        im = load_image(src)  # decode outside the lock: threads overlap their decodes
+        with self._lock:
+            self.misses += 1
+            if key not in self._items:
+                self._items[key] = im
+                self._bytes += im.width * im.height * 3
+            while self._bytes > self.max_bytes and len(self._items) > 1:
+                _, old = self._items.popitem(last=False)
+                self._bytes -= old.width * old.height * 3
+        return im
+
+
 # ---------------------------------------------------------------- JSON-schema subset
 _TYPES: dict[str, Callable[[Any], bool]] = {
     "object": lambda v: isinstance(v, dict),
@@ -202,6 +243,9 @@ class Tool:
 
     name: str = ""
     description: str = ""
+    # Pure-pixel tools may run in threads, one episode each; a browser-backed tool may not
+    # (Playwright's sync API belongs to one thread).
+    thread_safe: bool = True
     parameters: dict[str, Any] = {"type": "object", "properties": {},
                                   "additionalProperties": False}
 

@@ -22,6 +22,7 @@ class RenderHtmlTool(Tool):
     """Screenshot an HTML string or a site folder so the model can see what its code looks like."""
 
     name = "render_html"
+    thread_safe = False
     description = ("Render HTML in a browser and return a screenshot. Give either html (a full "
                    "HTML document) or path (a site folder or .html file, relative to the "
                    "working directory).")

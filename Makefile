@@ -36,8 +36,12 @@ setup:
 
 demo: setup
 	$(VENV)/bin/vlmagent score data/sites --out out/demo/results.jsonl --report out/demo/report.html
-	@echo "demo: results in $(CURDIR)/out/demo/results.jsonl"
-	@echo "demo: report  in $(CURDIR)/out/demo/report.html"
+	@test -f out/demo/tiny/config.json || $(VENV)/bin/vlmagent tiny --out out/demo/tiny
+	$(VENV)/bin/vlmagent rollout configs/zoomqa_rollout.yaml --n 6 --out out/demo/traj.jsonl \
+		--policy expert policy.path=out/demo/tiny domain.data_dir=out/demo/zoomqa
+	@echo "demo: website scores in $(CURDIR)/out/demo/results.jsonl"
+	@echo "demo: report         in $(CURDIR)/out/demo/report.html"
+	@echo "demo: trajectories   in $(CURDIR)/out/demo/traj.jsonl (images in out/demo/traj.images/)"
 
 test: setup
 	$(call run_pytest,)

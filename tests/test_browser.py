@@ -16,7 +16,9 @@ from PIL import Image
 
 from vlmagent.browser import Browser, BrowserError, find_chromium
 from vlmagent.config import BrowserConfig
+from vlmagent.crawl import is_blank
 from vlmagent.sitegen import FAULTS, generate_sites, write_hostile_sites, write_site
+from vlmagent.siteserver import SiteServer
 from vlmagent.types import SiteVisit
 
 pytestmark = pytest.mark.browser
@@ -326,6 +328,64 @@ def test_screenshot_html_of_a_stuck_page(browser: Browser, normal: Path) -> None
         browser.screenshot_html("<script>while(true){}</script>", 320, 200)
     assert time.monotonic() - t < STUCK_BOUND_S + CFG.action_timeout_s + 3
     check_normal(browser.visit_site(normal))
+
+
+def rgb_at(png: bytes, *points: tuple[int, int]) -> list[tuple[int, int, int]]:
+    with Image.open(io.BytesIO(png)) as im:
+        rgb = im.convert("RGB")
+        return [rgb.getpixel(p) for p in points]
+
+
+def test_screenshot_site_renders_its_own_files(browser: Browser, sites: Path) -> None:
+    root = write_site(sites / "shot", {
+        "index.html": "<!doctype html><link rel='stylesheet' href='css/style.css'><body>"
+                      "<div id='box'></div><div style='height:1500px'></div>"
+                      "<script>alert('hi'); confirm('sure?')</script></body>",
+        "css/style.css": "body{margin:0;background:rgb(0,128,255)}"
+                         "#box{width:100px;height:50px;background:rgb(255,0,0)}",
+        "about.html": "<body style='margin:0;background:rgb(0,200,0)'></body>",
+    })
+    png = browser.screenshot_site(root, width=320, height=200)  # the dialogs never block it
+    with Image.open(io.BytesIO(png)) as im:
+        assert im.size == (320, 200)
+    assert rgb_at(png, (10, 10), (300, 150)) == [(255, 0, 0), (0, 128, 255)]
+    assert browser.screenshot_site(root, width=320, height=200) == png  # deterministic
+    with Image.open(io.BytesIO(browser.screenshot_site(root, "/index.html", 320, 200,
+                                                       full_page=True))) as im:
+        assert im.width == 320 and im.height >= 1550
+    assert rgb_at(browser.screenshot_site(root, "about.html", 320, 200), (5, 5)) == [(0, 200, 0)]
+
+
+def test_screenshot_site_blocks_other_requests(browser: Browser, sites: Path) -> None:
+    other = write_site(sites / "other", {"x.png": "not really a png"})
+    with SiteServer(other) as outside:  # a loopback server that is not the site's own
+        root = write_site(sites / "leaky", {
+            "index.html": "<body style='margin:0;background:rgb(255,0,0)'>"
+                          f"<img src='{outside.base_url}/x.png' onerror=\"document.body.style"
+                          ".background='rgb(0,0,255)'\"><img src='https://cdn.example.com/y.png'>"
+                          f"<script>fetch('{outside.base_url}/f').catch(() => 0)</script></body>"})
+        png = browser.screenshot_site(root, width=320, height=200)
+        assert outside.requests == []
+    assert rgb_at(png, (300, 150)) == [(0, 0, 255)]  # the image failed to load, as blocked
+
+
+def test_screenshot_site_missing_page_is_a_404_render(browser: Browser, normal: Path) -> None:
+    png = browser.screenshot_site(normal, "/nope.html", 320, 200)
+    assert not is_blank(png)  # the server's short "404 Not Found" page
+    empty = browser.screenshot_site(normal / "no-such-folder", width=320, height=200)
+    assert not is_blank(empty)
+
+
+def test_screenshot_site_of_a_stuck_page(browser: Browser, sites: Path, normal: Path) -> None:
+    root = write_site(sites / "stuck", {"index.html": "<p>x</p><script>while(true){}</script>"})
+    t = time.monotonic()
+    try:
+        browser.screenshot_site(root, width=320, height=200)
+    except BrowserError as e:
+        assert "could not render" in str(e)
+    assert time.monotonic() - t < STUCK_BOUND_S + CFG.action_timeout_s + 3
+    check_normal(browser.visit_site(normal))  # the same browser keeps working
+    assert not is_blank(browser.screenshot_site(normal, width=320, height=200))
 
 
 def test_relaunch_after_browser_killed(browser: Browser, normal: Path) -> None:

@@ -377,6 +377,28 @@ def test_render_html_real_browser():
     assert result.images[0].getpixel((640, 400)) == (255, 0, 0)
 
 
+@pytest.mark.browser
+def test_render_html_path_real_browser(tmp_path):
+    from vlmagent.browser import Browser
+
+    site = tmp_path / "site"
+    (site / "css").mkdir(parents=True)
+    (site / "index.html").write_text("<link rel='stylesheet' href='css/s.css'><body></body>")
+    (site / "css" / "s.css").write_text("body{margin:0;background:rgb(0,0,255)}")
+    (site / "a b#1.html").write_text("<link rel='stylesheet' href='css/s.css'>"
+                                     "<body style='background:rgb(0,255,0)'></body>")
+    tools = make_tools(["render_html"])
+    with Browser() as browser:
+        env = ToolEnv(renderer=browser, workdir=str(tmp_path))
+        folder = dispatch(ToolCall("render_html", {"path": "site"}), tools, env)
+        page = dispatch(ToolCall("render_html", {"path": "site/a b#1.html"}), tools, env)
+        escape = dispatch(ToolCall("render_html", {"path": "site/../.."}), tools, env)
+    assert folder.error is None and folder.images[0].size == (1280, 800)
+    assert folder.images[0].getpixel((640, 400)) == (0, 0, 255)  # its CSS file was served
+    assert page.error is None and page.images[0].getpixel((640, 400)) == (0, 255, 0)
+    assert escape.error == "render_html: path 'site/../..' leaves the working directory"
+
+
 def test_registry():
     assert list(TOOLS) == ["crop", "zoom", "render_html", "retrieve_view"]
     assert list(make_tools(["zoom", "crop"])) == ["zoom", "crop"]

@@ -3,6 +3,7 @@
     vlmagent score PATH... --out results.jsonl [--report report.html] [--workers N] [--resume]
                    [--config FILE] [key.path=value ...]
     vlmagent rollout CONFIG --n N --out traj.jsonl [--policy PATH|expert] [key.path=value ...]
+    accelerate launch -m vlmagent.cli train CONFIG [key.path=value ...]
     vlmagent tiny --out DIR [--family qwen2_5_vl|qwen2_vl|qwen3_vl]
     vlmagent check-config FILE [key.path=value ...]
 
@@ -94,6 +95,24 @@ def cmd_rollout(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_train(args: argparse.Namespace) -> int:
+    """The staged training pipeline; run it under `accelerate launch -m vlmagent.cli train`."""
+    from vlmagent.scoring import UsageError
+    from vlmagent.train import cascade
+
+    cfg = config_mod.load(args.config, args.overrides + args.extra)
+    if not cfg.policy.path:
+        raise UsageError("no model: set policy.path (e.g. `vlmagent tiny --out out/tiny`)")
+    try:
+        results = cascade.run(cfg)
+    except ValueError as e:  # a bad stage list: name it, as for any config error
+        raise UsageError(f"{args.config}: {e}") from None
+    for stage, domains in results.items():
+        print(f"{stage}: " + ", ".join(f"{d} accuracy {r['accuracy']:.3f} tool calls "
+                                       f"{r['tool_call_rate']:.2f}" for d, r in domains.items()))
+    return 0
+
+
 def cmd_check_config(args: argparse.Namespace) -> int:
     cfg = config_mod.load(args.file, args.overrides + args.extra)
     print(yaml.safe_dump(config_mod.to_dict(cfg), sort_keys=False), end="")
@@ -135,6 +154,11 @@ def build_parser() -> argparse.ArgumentParser:
     rp.add_argument("--seed", type=int, default=0, help="sampling seed")
     rp.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     rp.set_defaults(fn=cmd_rollout)
+
+    trp = sub.add_parser("train", help="run the staged training pipeline of a config")
+    trp.add_argument("config", help="YAML recipe (see configs/zoomqa_cascade.yaml)")
+    trp.add_argument("overrides", nargs="*", metavar="key.path=value")
+    trp.set_defaults(fn=cmd_train)
 
     tp = sub.add_parser("tiny", help="build a tiny random Qwen-VL model + processor offline")
     # Flags declared here, not imported from tiny.py: that would import torch for every command.

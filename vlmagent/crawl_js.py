@@ -1,16 +1,14 @@
-"""Helpers for browser.py that need no playwright: the JavaScript run inside crawled pages,
-finding Chromium, per-site crawl state, URL and screenshot helpers, and the process watchdog
-that unsticks hung browser calls.
+"""Playwright-free helpers shared by browser.py and crawl.py: the JavaScript run inside crawled
+pages, per-site crawl state (`Run`, which also holds the sandbox's request router and the page
+event handlers), URL helpers, and the process watchdog that unsticks hung browser calls.
 
-Kept apart so the driving logic in browser.py stays short. Every snippet tolerates a page that
-redefined globals (forms with an input named "submit", a missing body, no init script).
+Every snippet tolerates a page that redefined globals (forms with an input named "submit", a
+missing body, no init script).
 """
 from __future__ import annotations
 
-import io
 import os
 import re
-import shutil
 import signal
 import threading
 import time
@@ -21,7 +19,6 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from vlmagent.config import BrowserConfig
 from vlmagent.siteserver import SiteServer
 from vlmagent.types import PageVisit, SiteVisit
 
@@ -29,27 +26,6 @@ from vlmagent.types import PageVisit, SiteVisit
 _LOCAL = re.compile(
     r"(?:Not allowed to load local resource:|Fetch API cannot load) (\S+?)\.?(?=\s|$)")
 _CAP = 50  # items per list in a PageVisit, so a spamming page cannot bloat results
-
-
-class BrowserError(RuntimeError):
-    """The browser itself cannot be used (not installed, will not launch); never a site fault."""
-
-
-def find_chromium(cfg: BrowserConfig) -> str:
-    """cfg.executable, else $VLMAGENT_CHROMIUM, else chromium / chromium-browser on PATH."""
-    explicit = cfg.executable or os.environ.get("VLMAGENT_CHROMIUM", "")
-    for name in [explicit] if explicit else ["chromium", "chromium-browser"]:
-        if shutil.which(name):
-            return str(shutil.which(name))
-    where = f"{explicit!r} (browser.executable or $VLMAGENT_CHROMIUM) is missing or not " \
-            "executable" if explicit else "no `chromium` or `chromium-browser` on PATH"
-    raise BrowserError(f"Chromium not found: {where}. Install it with `apt-get install -y "
-                       "chromium` (never `playwright install`) or point browser.executable at it")
-
-
-def line(err: BaseException) -> str:
-    text = str(err).strip()
-    return text.splitlines()[0] if text else type(err).__name__
 
 
 @dataclass
@@ -282,23 +258,6 @@ def site_path(origin: str, url: str) -> str | None:
     if url != origin and not url.startswith(origin + "/"):
         return None
     return urlsplit(url).path or "/"
-
-
-def is_blank(png: bytes) -> bool:
-    """True when a screenshot is near-uniform: every channel's std < 1 after a 2x2 box reduce.
-
-    A rendered page that shows nothing is exactly uniform; one short word already gives a std
-    near 2, so the threshold sits below that to call only empty renders blank.
-    """
-    import numpy as np
-    from PIL import Image
-
-    with Image.open(io.BytesIO(png)) as im:
-        rgb = im.convert("RGB")
-        if rgb.width >= 2 and rgb.height >= 2:
-            rgb = rgb.reduce(2)
-        pixels = np.asarray(rgb, dtype=np.float32).reshape(-1, 3)
-    return bool(pixels.size == 0 or pixels.std(axis=0).max() < 1.0)
 
 
 # ---------------------------------------------------------------- processes

@@ -6,9 +6,9 @@ folder and blocks the network; this tool only bounds its input and keeps paths i
 from __future__ import annotations
 
 import io
-import tempfile
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 from PIL import Image
 
@@ -85,13 +85,8 @@ class RenderHtmlTool(Tool):
         """Screenshot a page with its folder served, so relative assets load (sandboxed)."""
         shoot = getattr(env.renderer, "screenshot_site", None)
         if shoot is not None:
-            return shoot(page.parent, page.name, self.width, self.height)
-        if hasattr(env.renderer, "visit_site") and page.name == "index.html":
-            with tempfile.TemporaryDirectory(prefix="vlmagent-shot-") as tmp:
-                visit = env.renderer.visit_site(page.parent, tmp)
-                shot = visit.pages[0].screenshot_desktop if visit.pages else None
-                if shot:
-                    return Path(shot).read_bytes()
-        # Fallback: the page alone (relative assets will not load in the sandbox).
+            # A URL path: a file named "a#b.html" must not turn into a fragment.
+            return shoot(page.parent, "/" + quote(page.name), self.width, self.height)
+        # A renderer without site support: the page alone (relative assets will not load).
         return env.renderer.screenshot_html(page.read_text(encoding="utf-8", errors="replace"),
                                             self.width, self.height)

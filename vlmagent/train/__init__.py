@@ -1,0 +1,14 @@
+"""Training stages. Registry: a plain dict, kind -> (step function, data loader).
+
+A step function takes (StageRun, Config, data) and returns that step's metrics; it does its own
+forward/backward through `StageRun.update`.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+from vlmagent.train import sft
+
+STAGES: dict[str, tuple[Any, Any]] = {
+    "sft": (sft.sft_step, sft.load_data),
+}

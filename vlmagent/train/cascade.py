@@ -1,0 +1,127 @@
+"""The staged pipeline: stages in order, each starting from the previous one's weights.
+
+    OUTPUT/<stage>/final/          HF-style export (adapters or full weights, safetensors)
+    OUTPUT/<stage>/eval.json       accuracy / reward / tool_call_rate per domain seen so far
+    OUTPUT/<stage>/metrics.jsonl   one line per logged step
+    OUTPUT/<stage>/checkpoints/    resumable state every checkpoint_every steps
+
+A rerun skips finished stages (loading their weights) and resumes an interrupted one from its
+last complete checkpoint; with the same seed it ends with the same weights as a run that was
+never interrupted.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import random
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+from tqdm import tqdm
+
+from vlmagent.config import Config, resolve_stage, to_dict
+from vlmagent.train.common import StageRun, make_accelerator
+from vlmagent.train.evaluate import evaluate
+
+DONE = "DONE"
+
+
+def _stages(cfg: Config) -> list[Any]:
+    from vlmagent.train import STAGES
+
+    stages = [resolve_stage(cfg.train.defaults, s) for s in cfg.train.stages]
+    if not stages:
+        raise ValueError("train.stages is empty: list at least one stage")
+    names = [s.name for s in stages]
+    for s in stages:
+        if s.kind not in STAGES:
+            raise ValueError(f"stage {s.name}: unknown kind {s.kind!r} "
+                             f"(valid: {', '.join(STAGES)})")
+        if names.count(s.name) > 1:
+            raise ValueError(f"two stages are named {s.name!r}: give each a unique `name`")
+    return stages
+
+
+def run(cfg: Config, policy: Any = None) -> dict[str, Any]:
+    """Run every stage in order; returns {stage: eval results}."""
+    from vlmagent.policy import Policy
+    from vlmagent.train import STAGES
+
+    stages = _stages(cfg)
+    out = Path(cfg.train.output_dir)
+    acc = make_accelerator(out)
+    random.seed(cfg.train.seed)
+    np.random.seed(cfg.train.seed)
+    torch.manual_seed(cfg.train.seed)
+    policy = policy or Policy.from_config(cfg.policy)
+    if acc.is_main_process:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "config.json").write_text(json.dumps(to_dict(cfg), indent=1))
+    acc.init_trackers("vlmagent")
+    seen: list[str] = []
+    results: dict[str, Any] = {}
+    for st in stages:
+        if st.domain not in seen:
+            seen.append(st.domain)
+        sdir = out / st.name
+        final = sdir / "final"
+        if (final / DONE).exists():  # finished before: take its weights and move on
+            _load_weights(policy, final / "trainable.safetensors")
+            results[st.name] = json.loads((sdir / "eval.json").read_text())
+            acc.print(f"[{st.name}] finished earlier; skipped")
+            continue
+        sdir.mkdir(parents=True, exist_ok=True)
+        r = StageRun(st, policy, acc, sdir, cfg.train.seed)
+        if r.resume():
+            acc.print(f"[{st.name}] resumed at step {r.step}")
+        step_fn, load_data = STAGES[st.kind]
+        data = load_data(st)
+        bar = tqdm(total=st.steps, initial=r.step, desc=st.name, unit="step",
+                   disable=not acc.is_main_process)
+        while r.step < st.steps:
+            metrics = step_fn(r, cfg, data)
+            r.step += 1
+            bar.update(1)
+            if r.step % cfg.train.log_every == 0 or r.step == st.steps:
+                r.log(metrics)
+                bar.set_postfix({k: f"{v:.3g}" for k, v in metrics.items()
+                                 if k in ("loss", "reward", "accuracy")})
+            if st.checkpoint_every and r.step % st.checkpoint_every == 0 and r.step < st.steps:
+                r.save()
+        bar.close()
+        with acc.main_process_first():  # rank 0 writes held-out samples, the others read them
+            results[st.name] = evaluate(cfg, policy, seen, st.eval_n)
+        final.mkdir(parents=True, exist_ok=True)
+        # Every rank records a digest of its weights: ranks that drifted apart are visible.
+        (final / f"rank{acc.process_index}.sha256").write_text(weights_digest(policy))
+        if acc.is_main_process:
+            policy.save_pretrained(final)
+            named = {n: p.detach().contiguous() for n, p in policy.model.named_parameters()
+                     if p.requires_grad}
+            save_file(named, str(final / "trainable.safetensors"))
+            (sdir / "eval.json").write_text(json.dumps(results[st.name], indent=1))
+            (final / DONE).write_text(st.name)
+        acc.wait_for_everyone()
+        acc.print(f"[{st.name}] eval: {json.dumps(results[st.name])}")
+    acc.end_training()
+    return results
+
+
+def _load_weights(policy: Any, path: Path) -> None:
+    state = load_file(str(path))
+    res = policy.model.load_state_dict(state, strict=False)
+    if res.unexpected_keys:
+        raise RuntimeError(f"{path} does not fit the policy: {res.unexpected_keys[:3]}")
+
+
+def weights_digest(policy: Any) -> str:
+    """sha256 over the trainable parameters, in name order."""
+    h = hashlib.sha256()
+    for name, p in sorted(policy.model.named_parameters()):
+        if p.requires_grad:
+            h.update(name.encode())
+            h.update(p.detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()

@@ -7,8 +7,15 @@ from __future__ import annotations
 
 from typing import Any
 
-from vlmagent.train import sft
+from vlmagent.train import online, sft
+
+
+def _no_data(stage: Any) -> None:
+    return None
+
 
 STAGES: dict[str, tuple[Any, Any]] = {
     "sft": (sft.sft_step, sft.load_data),
+    "grpo": (online.online_step, _no_data),
+    "gspo": (online.online_step, _no_data),
 }

@@ -63,6 +63,7 @@ class StageRun:
     t0: float = field(default_factory=time.perf_counter)
     optimizer: torch.optim.Optimizer = None  # type: ignore[assignment]
     scheduler: torch.optim.lr_scheduler.LambdaLR = None  # type: ignore[assignment]
+    reference: Any = None  # frozen reference policy, made by stages that need one
 
     def __post_init__(self) -> None:
         params = self.trainable()

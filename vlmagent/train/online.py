@@ -1,0 +1,156 @@
+"""Online RL (GRPO / GSPO) and the rollout plumbing the preference stage shares.
+
+One step: G rollouts per prompt through the agent loop (the same loop as evaluation), rewards
+from the domain's checker (+ a tool bonus only when the answer is right, DeepEyes; mode
+penalties in forced-mode groups, DriveAgent-R1), group advantages, then `epochs_per_batch`
+optimiser passes against the SAMPLED log-probs (exact tokens: nothing is re-tokenised).
+"""
+from __future__ import annotations
+
+import contextlib
+import copy
+import time
+from dataclasses import replace
+from typing import Any
+
+import torch
+
+from vlmagent import agent, trajectory
+from vlmagent.config import Config
+from vlmagent.domains import get_domain
+from vlmagent.losses import group_advantages, grpo_loss, gspo_loss
+from vlmagent.train.common import StageRun, pad_masked, shard, step_seed
+from vlmagent.train.data import train_samples
+from vlmagent.types import Trajectory
+
+MODE_PENALTY = 0.2  # forced-mode rollouts that contradict their forced mode (ALGORITHMS §2)
+
+
+def sample_groups(run: StageRun, cfg: Config) -> tuple[list[Trajectory], list[float], list[Any]]:
+    """This rank's rollouts (groups contiguous), their rewards and samples."""
+    st = run.stage
+    with run.acc.main_process_first():
+        prompts = train_samples(cfg, run.policy, st, run.step, st.batch_size)
+    mine = shard(prompts, run.acc)
+    base = replace(cfg.agent, max_new_tokens=st.max_new_tokens, temperature=st.temperature)
+    seed = step_seed(cfg.train.seed, st.name, run.step) + 7919 * run.acc.process_index
+    g = st.group_size
+    if st.mode_groups:  # half of each group forced into tool mode, half into text mode
+        half = g // 2
+        tool = agent.rollout(run.policy, mine, replace(base, force_mode="tool"), seed=seed,
+                             group_size=half)
+        text = agent.rollout(run.policy, mine, replace(base, force_mode="text"),
+                             seed=seed + 1, group_size=g - half)
+        trajs = []
+        for i in range(len(mine)):
+            trajs += tool[i * half:(i + 1) * half] + text[i * (g - half):(i + 1) * (g - half)]
+    else:
+        trajs = agent.rollout(run.policy, mine, base, seed=seed, group_size=g)
+    check = get_domain(st.domain).check
+    samples = [s for s in mine for _ in range(g)]
+    rewards = []
+    for t, s in zip(trajs, samples):
+        acc = check(t.turns[-1].text, s)
+        r = acc + (st.tool_bonus if acc > 0 and t.n_tool_calls > 0 else 0.0)
+        if t.forced_mode and not t.mode_matched:
+            r -= MODE_PENALTY
+        t.reward = r
+        t.meta["accuracy"] = acc
+        rewards.append(r)
+    return trajs, rewards, samples
+
+
+def sampled_logps(trajs: list[Trajectory], like: torch.Tensor) -> torch.Tensor:
+    """Sampled logps laid out as `like` [B, T] (token t at column t-1, where its mask is 1)."""
+    out = torch.zeros_like(like)
+    for b, t in enumerate(trajs):
+        pos = [p - 1 for p, m in enumerate(t.loss_mask) if m]
+        out[b, pos] = torch.tensor(t.logps, dtype=out.dtype)
+    return out
+
+
+class Reference:
+    """The frozen reference: the base with LoRA disabled, or a frozen copy of full weights."""
+
+    def __init__(self, policy: Any):
+        self.policy = policy
+        self.copy = None
+        if not hasattr(policy.model, "disable_adapter"):
+            self.copy = type(policy)(copy.deepcopy(policy.model).eval(), policy.processor)
+            for p in self.copy.model.parameters():
+                p.requires_grad_(False)
+
+    @torch.no_grad()
+    def logprobs(self, contexts: list[Any], temperature: float = 1.0) -> list[torch.Tensor]:
+        if self.copy is not None:
+            return self.copy.logprobs(contexts, temperature)
+        ctx = self.policy.model.disable_adapter()
+        with ctx if ctx is not None else contextlib.nullcontext():
+            return self.policy.logprobs(contexts, temperature)
+
+
+def online_step(run: StageRun, cfg: Config, data: Any) -> dict[str, float]:
+    st, t0 = run.stage, time.perf_counter()
+    if st.kl_coef and run.reference is None:
+        run.reference = Reference(run.policy)
+    trajs, rewards, _ = sample_groups(run, cfg)
+    g = st.group_size
+    adv = group_advantages(torch.tensor(rewards), g)
+    keep = list(range(len(trajs)))
+    if st.drop_equal_groups:  # DAPO dynamic sampling: a group with one reward teaches nothing
+        r = torch.tensor(rewards).view(-1, g)
+        live = (r.max(1).values - r.min(1).values) > 0
+        keep = [i for i in keep if live[i // g]]
+    metrics = _rollout_metrics(trajs, time.perf_counter() - t0)
+    metrics["groups_kept"] = len(keep) / max(1, len(trajs))
+    batch = [trajs[i] for i in keep]
+    # Every rank must make the same optimiser steps (the gradient all-reduce is collective):
+    # ranks weight their loss by their share of the global batch and gradients are summed.
+    units = sum(sum(t.loss_mask) for t in batch) if st.token_level and st.kind == "grpo" \
+        else len(batch)
+    total_units = _global_sum(run, units)  # one collective, on every rank
+    if total_units == 0:
+        return metrics  # no group on any rank had a reward spread: nothing to learn this step
+    share = units / total_units
+    a = adv[keep]
+    contexts = [trajectory.context(t) for t in batch]
+    ref = None
+    if st.kl_coef and batch:
+        ref, _ = pad_masked(run.reference.logprobs(contexts, st.temperature),
+                            [t.loss_mask for t in batch])
+    m: dict[str, float] = {}
+    for _ in range(st.epochs_per_batch):
+        if not batch:  # this rank kept nothing: a zero contribution keeps the ranks in step
+            zero = sum(p.sum() * 0.0 for p in run.trainable())
+            run.update(zero, reduction="sum")
+            continue
+        lp, mask = pad_masked(run.policy.logprobs(contexts, st.temperature),
+                              [t.loss_mask for t in batch])
+        old = sampled_logps(batch, lp.detach())
+        if st.kind == "gspo":
+            loss, m = gspo_loss(lp, old, a, mask, st.eps_low, st.eps_high)
+        else:
+            loss, m = grpo_loss(lp, old, a, mask, st.eps_low, st.eps_high, ref_logps=ref,
+                                kl_coef=st.kl_coef, token_level=st.token_level)
+        m["grad_norm"] = run.update(loss * share, reduction="sum")
+    metrics.update(m)
+    metrics["global_units"] = total_units
+    metrics["step_s"] = time.perf_counter() - t0
+    return metrics
+
+
+def _global_sum(run: StageRun, units: float) -> float:
+    if run.acc.num_processes == 1:
+        return float(units)
+    return float(run.acc.reduce(torch.tensor([float(units)]), reduction="sum"))
+
+
+def _rollout_metrics(trajs: list[Trajectory], seconds: float) -> dict[str, float]:
+    n = len(trajs)
+    tokens = sum(sum(t.loss_mask) for t in trajs)
+    modes = [t.mode for t in trajs]
+    return {"reward": sum(t.reward for t in trajs) / n,
+            "accuracy": sum(t.meta["accuracy"] for t in trajs) / n,
+            "tool_calls_per_episode": sum(t.n_tool_calls for t in trajs) / n,
+            "tool_mode_share": modes.count("tool") / n, "text_mode_share": modes.count("text") / n,
+            "rollout_tokens_per_s": tokens / max(seconds, 1e-9)}

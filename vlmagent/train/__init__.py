@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from vlmagent.train import online, sft
+from vlmagent.train import online, preference, sft
 
 
 def _no_data(stage: Any) -> None:
@@ -16,6 +16,8 @@ def _no_data(stage: Any) -> None:
 
 STAGES: dict[str, tuple[Any, Any]] = {
     "sft": (sft.sft_step, sft.load_data),
+    "mpo": (preference.preference_step, preference.load_pairs),
+    "dpo": (preference.preference_step, preference.load_pairs),
     "grpo": (online.online_step, _no_data),
     "gspo": (online.online_step, _no_data),
 }

@@ -149,7 +149,9 @@ def _rollout_metrics(trajs: list[Trajectory], seconds: float) -> dict[str, float
     n = len(trajs)
     tokens = sum(sum(t.loss_mask) for t in trajs)
     modes = [t.mode for t in trajs]
-    return {"reward": sum(t.reward for t in trajs) / n,
+    lps = [x for t in trajs for x in (t.logps or [])]
+    return {"entropy": -sum(lps) / max(1, len(lps)),  # Monte-Carlo: -mean sampled logp
+            "reward": sum(t.reward for t in trajs) / n,
             "accuracy": sum(t.meta["accuracy"] for t in trajs) / n,
             "tool_calls_per_episode": sum(t.n_tool_calls for t in trajs) / n,
             "tool_mode_share": modes.count("tool") / n, "text_mode_share": modes.count("text") / n,

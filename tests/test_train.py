@@ -219,3 +219,19 @@ def test_mpo_step_on_a_pair_file_widens_the_margin(tmp_path, tiny):
     margin1 = [c - r for c, r in zip(_seq_logp(run.policy, [p[0] for p in data]),
                                      _seq_logp(run.policy, [p[1] for p in data]))]
     assert all(b > a for a, b in zip(margin0, margin1)), (margin0, margin1)
+
+
+def test_adaptive_mode_rewards_hand_computed():
+    from vlmagent.train.online import mode_rewards
+    from vlmagent.types import Trajectory
+
+    def t(mode, acc, calls=0, matched=True, quality=(1.0,)):
+        x = Trajectory(id="x", mode=mode, n_tool_calls=calls, mode_matched=matched)
+        x.meta = {"accuracy": acc, "call_quality": list(quality)}
+        return x
+
+    group = [t("tool", 1.0, 1), t("tool", 1.0, 1, quality=(0.4,)), t("tool", 0.0, 2),
+             t("text", 0.5), t("text", 0.5), t(None, 1.0), t("tool", 1.0, 0, matched=False)]
+    # text baseline 0.5; d = 1 - 0.5 - 0.125 = 0.375 -> *1.0 -> clipped 0.2; *0.4 = 0.15;
+    # d = 0 - 0.5 - 0.25 = -0.75 -> clipped -0.2; text: 0; no tag / mismatch: -0.2
+    assert mode_rewards(group) == pytest.approx([0.2, 0.15, -0.2, 0.0, 0.0, -0.2, -0.2])

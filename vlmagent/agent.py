@@ -298,6 +298,9 @@ def _run_tools(calls: list[tuple[Episode, Any]], cfg: AgentConfig, tools: dict[s
         names = [k for k in e.env.images if k not in before]
         for im in result.images[len(names):]:  # a tool that did not register its images
             names.append(e.env.add_image(im))
+        # DriveAgent-R1 call quality (parsed, exists, args valid, ran), for mode rewards
+        e.traj.meta.setdefault("call_quality", []).append(
+            protocol.call_quality(parsed, tools, result))
         e.traj.timings["tools_s"] += time.perf_counter() - t
         return result, names
 

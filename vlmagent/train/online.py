@@ -57,7 +57,33 @@ def sample_groups(run: StageRun, cfg: Config) -> tuple[list[Trajectory], list[fl
         t.reward = r
         t.meta["accuracy"] = acc
         rewards.append(r)
+    if st.adaptive_mode:
+        for i in range(0, len(trajs), g):
+            for j, bonus in enumerate(mode_rewards(trajs[i:i + g])):
+                trajs[i + j].reward += bonus
+                rewards[i + j] += bonus
     return trajs, rewards, samples
+
+
+def mode_rewards(group: list[Trajectory]) -> list[float]:
+    """DriveAgent-R1's adaptive mode reward for one group, each in [-0.2, 0.2]: -0.2 for a
+    missing tag or behaviour that contradicts it; for tool-mode rollouts d = acc - mean acc of
+    the group's no-tool rollouts - 0.125 * calls, scaled by call quality when positive."""
+    text_acc = [t.meta["accuracy"] for t in group if t.mode == "text"]
+    base = sum(text_acc) / len(text_acc) if text_acc else 0.0
+    out = []
+    for t in group:
+        if t.mode is None or not t.mode_matched:
+            out.append(-MODE_PENALTY)
+            continue
+        if t.mode != "tool":
+            out.append(0.0)
+            continue
+        d = t.meta["accuracy"] - base - 0.125 * t.n_tool_calls
+        q = t.meta.get("call_quality") or [0.0]
+        d = d * (sum(q) / len(q)) if d > 0 else d
+        out.append(max(-MODE_PENALTY, min(MODE_PENALTY, d)))
+    return out
 
 
 def sampled_logps(trajs: list[Trajectory], like: torch.Tensor) -> torch.Tensor:

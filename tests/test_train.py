@@ -147,7 +147,7 @@ def _seq_logp(policy, trajs):
     from vlmagent import trajectory
 
     lps = policy.logprobs([trajectory.context(t) for t in trajs])
-    return [float(lp[[p - 1 for p, m in enumerate(t.loss_mask) if m]].sum())
+    return [float(lp.detach()[[p - 1 for p, m in enumerate(t.loss_mask) if m]].sum())
             for lp, t in zip(lps, trajs)]
 
 

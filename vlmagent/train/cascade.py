@@ -23,7 +23,7 @@ from safetensors.torch import load_file, save_file
 from tqdm import tqdm
 
 from vlmagent.config import Config, resolve_stage, to_dict
-from vlmagent.train.common import StageRun, make_accelerator
+from vlmagent.train.common import StageRun, make_accelerator, trainable_state
 from vlmagent.train.evaluate import evaluate
 
 DONE = "DONE"
@@ -99,9 +99,7 @@ def run(cfg: Config, policy: Any = None) -> dict[str, Any]:
         (final / f"rank{acc.process_index}.sha256").write_text(weights_digest(policy))
         if acc.is_main_process:
             policy.save_pretrained(final)
-            named = {n: p.detach().contiguous() for n, p in policy.model.named_parameters()
-                     if p.requires_grad}
-            save_file(named, str(final / "trainable.safetensors"))
+            save_file(trainable_state(policy), str(final / "trainable.safetensors"))
             (sdir / "eval.json").write_text(json.dumps(results[st.name], indent=1))
             (final / DONE).write_text(st.name)
         acc.wait_for_everyone()

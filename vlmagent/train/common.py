@@ -125,9 +125,7 @@ class StageRun:
         ck = self.out / "checkpoints" / f"step-{self.step:06d}"
         ck.mkdir(parents=True, exist_ok=True)
         if self.acc.is_main_process:
-            named = {n: p.detach().contiguous() for n, p in self.policy.model.named_parameters()
-                     if p.requires_grad}
-            save_file(named, str(ck / "trainable.safetensors"))
+            save_file(trainable_state(self.policy), str(ck / "trainable.safetensors"))
             torch.save({"optimizer": self.optimizer.state_dict(),
                         "scheduler": self.scheduler.state_dict(), "step": self.step,
                         "updates": self.updates, "stage": asdict(self.stage)},
@@ -157,6 +155,12 @@ class StageRun:
         if rng.exists():
             _set_rng_state(torch.load(rng, weights_only=False))
         return True
+
+
+def trainable_state(policy: Any) -> dict[str, torch.Tensor]:
+    """The trainable parameters by name: what a checkpoint must hold to resume a stage."""
+    return {n: p.detach().contiguous() for n, p in policy.model.named_parameters()
+            if p.requires_grad}
 
 
 def latest_checkpoint(stage_dir: Path) -> Path | None:

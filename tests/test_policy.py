@@ -344,3 +344,34 @@ def test_policy_config_sections_load_strictly() -> None:
     assert from_dict(PolicyConfig, {"lora": None}, "t").lora is None
     with pytest.raises(ConfigError, match="lora.rnak"):
         from_dict(PolicyConfig, {"lora": {"rnak": 4}}, "t")
+
+
+def test_shared_images_encoded_once_give_the_same_logps_and_grads(policy) -> None:
+    """A GRPO group repeats its prompt image: the vision tower runs once per unique image, and
+    log-probs and gradients equal those of encoding every copy."""
+    from vlmagent.policy import dedupe_images
+
+    c = context(policy, [(56, 84)], "Describe.", "a")
+    other = context(policy, [(84, 56)], "Other.", "b")
+    group = [c, Context(list(c.token_ids), [c.images[0].copy()], "a2"), other,
+             Context(list(c.token_ids) + list(c.token_ids[-3:]), [c.images[0].copy()], "a3")]
+    assert dedupe_images([im for x in group for im in x.images])[1] == [0, 0, 1, 0]
+    calls = []
+    hook = policy.core.model.visual.register_forward_hook(
+        lambda mod, inp, out: calls.append(inp[0].shape[0]))
+    shared = policy.logprobs(group)
+    with torch.no_grad():
+        policy.logprobs([c, other])  # the two unique images, plain path
+    hook.remove()
+    assert len(calls) == 2 and calls[0] == calls[1]  # the group encoded only its 2 unique images
+    sum(x.sum() for x in shared).backward()
+    g_shared = [p.grad.clone() for p in policy.core.model.visual.parameters()]
+    policy.model.zero_grad()
+    alone = [policy.logprobs([x])[0] for x in group]  # one image per call: the plain path
+    sum(x.sum() for x in alone).backward()
+    g_alone = [p.grad.clone() for p in policy.core.model.visual.parameters()]
+    policy.model.zero_grad()
+    for a, b in zip(shared, alone):
+        assert torch.allclose(a, b, atol=1e-5)
+    for a, b in zip(g_shared, g_alone):  # float sums in another order: compare relatively
+        assert (a - b).abs().max() <= 1e-4 * a.abs().max().clamp(min=1.0)

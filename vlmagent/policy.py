@@ -15,6 +15,7 @@ Every forward pass first runs `check_invariants` (image pad tokens vs image_grid
 """
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -224,14 +225,22 @@ class Policy:
                 raise ImageTokenError(f"sample {sid}: video pad tokens are not supported")
 
     # ------------------------------------------------------------ forward
-    def _batch(self, contexts: list[Context]) -> dict[str, torch.Tensor]:
-        """Left-padded model inputs with Qwen mrope positions; checks invariants first."""
+    def _batch(self, contexts: list[Context]) -> dict[str, Any]:
+        """Left-padded model inputs with Qwen mrope positions; checks invariants first.
+
+        Identical images (a GRPO group shares its prompt image) go through the vision tower
+        once; their features are reused for every occurrence (Qwen2/2.5-VL; Qwen3-VL's
+        deepstack features take the plain path)."""
         if not contexts or any(not c.token_ids for c in contexts):
             raise ValueError("every context needs at least one token")
         ids, mask = pad_left([list(c.token_ids) for c in contexts], self.pad_id)
         images = [im for c in contexts for im in c.images]
-        enc = self.encode_images(images) if images else {}
+        uniq, where = dedupe_images(images)
+        share = len(uniq) < len(images) and self.family in ("qwen2_vl", "qwen2_5_vl")
+        enc = self.encode_images(uniq if share else images) if images else {}
         grid = enc.get("image_grid_thw")
+        if share:
+            grid = grid[torch.tensor(where)]
         self.check_invariants(ids, grid, [c.id for c in contexts],
                               [len(c.images) for c in contexts])
         dev = self.device
@@ -240,8 +249,15 @@ class Policy:
         positions, _ = self.core.model.get_rope_index(
             ids, mm_token_type_ids=mm_types, attention_mask=mask,
             image_grid_thw=None if grid is None else grid.to(dev))
-        batch = {"input_ids": ids, "attention_mask": mask, "position_ids": positions}
-        if enc:
+        batch: dict[str, Any] = {"input_ids": ids, "attention_mask": mask,
+                                 "position_ids": positions}
+        if enc and share:
+            feats = self.core.model.get_image_features(
+                enc["pixel_values"].to(dev), enc["image_grid_thw"].to(dev), return_dict=True)
+            feats.pooler_output = tuple(feats.pooler_output[i] for i in where)
+            batch["mm_encoder_outputs"] = {"image": feats}
+            batch["image_grid_thw"] = grid.to(dev)
+        elif enc:
             batch["pixel_values"] = enc["pixel_values"].to(dev)
             batch["image_grid_thw"] = grid.to(dev)
         return batch
@@ -339,6 +355,20 @@ class Policy:
 
 
 # ---------------------------------------------------------------- helpers
+def dedupe_images(images: list[Image.Image]) -> tuple[list[Image.Image], list[int]]:
+    """Unique images by content, and for every image the index of its unique copy."""
+    seen: dict[tuple, int] = {}
+    uniq: list[Image.Image] = []
+    where = []
+    for im in images:
+        key = (im.size, im.mode, hashlib.blake2b(im.tobytes(), digest_size=16).digest())
+        if key not in seen:
+            seen[key] = len(uniq)
+            uniq.append(im)
+        where.append(seen[key])
+    return uniq, where
+
+
 def _is_peft(model: torch.nn.Module) -> bool:
     return hasattr(model, "peft_config") and hasattr(model, "get_base_model")
 

@@ -29,7 +29,7 @@ from vlmagent import protocol
 from vlmagent.config import AgentConfig
 from vlmagent.policy import Context, Generation
 from vlmagent.tools import make_tools
-from vlmagent.tools.base import ImageCache, ToolEnv, load_image
+from vlmagent.tools.base import ImageCache, ToolEnv
 from vlmagent.types import Sample, ToolCall, ToolResult, Trajectory, Turn
 
 MODES = ("tool", "text", "none")
@@ -193,11 +193,10 @@ def rollout(policy: Any, samples: Sequence[Sample], cfg: AgentConfig, actor: Act
     t0 = time.perf_counter()
     episodes = _start_all(policy, samples, cfg, tools, group_size, renderer,
                           image_cache or ImageCache())
+    prompt_s = (time.perf_counter() - t0) / max(1, len(episodes))
     for e in episodes:
         e.scripted = actor.scripted
-        e.traj.timings = {"prompt_s": 0.0, "generate_s": 0.0, "tools_s": 0.0}
-    for e in episodes:
-        e.traj.timings["prompt_s"] = round(time.perf_counter() - t0, 4)
+        e.traj.timings = {"prompt_s": prompt_s, "generate_s": 0.0, "tools_s": 0.0}
     rnd = 0
     while active := [e for e in episodes if not e.done]:
         for e in active:  # the budget is checked before spending a generation on it
@@ -358,7 +357,3 @@ def _finish(e: Episode, reason: str) -> None:
     else:
         t.mode_matched = (t.mode == "tool") == (t.n_tool_calls > 0) and (
             t.forced_mode is None or t.forced_mode == t.mode)
-
-
-def load_sample_images(sample: Sample) -> dict[str, Image.Image]:
-    return {k: load_image(v) for k, v in sample.images.items()}

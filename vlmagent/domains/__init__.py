@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from types import ModuleType
 
-from vlmagent.domains import zoomqa
+from vlmagent.domains import zoomgrid, zoomqa
 
-DOMAINS: dict[str, ModuleType] = {"zoomqa": zoomqa}
+DOMAINS: dict[str, ModuleType] = {"zoomqa": zoomqa, "zoomgrid": zoomgrid}
 
 
 def get_domain(name: str) -> ModuleType:

@@ -3,19 +3,21 @@
 A 224 px image split into a 2x2 grid; one cell holds a white card (black border) with a
 striped swatch. The question asks for the swatch's ink colour (red, green, blue, black: chance
 0.25). The stripes alternate the ink with its mirror about mid grey (ink + mirror = 255), so the
-swatch's mean colour is the same grey for every answer, and they are exactly two columns of the
-overview's downscale factor wide, in phase with the grid:
+swatch's mean colour is the same grey for every answer, and each stripe is half the overview's
+downscale factor wide, in phase with the grid. With the overview seen at 1/F of the original:
 
-- at the overview (seen 56 px: 4 original px per seen px) every seen pixel averages one ink and
-  one mirror stripe, so the colour is gone (not faint: gone, up to rounding; tests check it);
-- the zoom on the card's cell (112 px cut from the original, seen at 56 px: 2 original px per
-  seen px) shows the stripes at one seen pixel each, ink on even columns: the colour is readable,
-  even by a linear filter.
+- every overview pixel averages one ink and one mirror stripe, so the colour is gone (not faint:
+  gone, up to rounding; tests render the same scene in all four inks and compare);
+- the zoom on the card's cell (half the image, seen at the same budget: F/2 original px per
+  seen px) shows one stripe per seen pixel, ink on even columns: the colour is readable, even
+  by a linear filter.
 
-The card itself is large and plain, so the overview shows WHERE to zoom; only the zoom shows
-WHAT colour. The stripe width follows the seen size (half the overview factor), so the same
-holds for any pixel budget that shrinks the overview at least 2x. Samples cost about a
-millisecond to draw (the PNG write is extra).
+configs/zoomqa_cascade.yaml sees everything at 28x28 (max_pixels 784, F = 8, stripes 4 px):
+the overview is one merged vision token whose four patches are the four cells, so WHERE is in
+the token's content; the zoom is one token too. At 56x56 (F = 4, stripes 2 px; the default
+when no seen size is given) it works the same with four tokens per image. The card itself is
+large and plain, so the overview shows where to zoom; only the zoom shows what colour.
+Drawing a sample costs under a millisecond (the PNG write about as much again).
 """
 from __future__ import annotations
 
@@ -74,8 +76,10 @@ def cell_box(cell: int, size: tuple[int, int]) -> list[int]:
 
 
 def make_image(seed: int | Sequence[int], size: tuple[int, int] = SIZE, stripe: int = 2,
-               difficulty: float = 1.0) -> tuple[Image.Image, dict[str, Any]]:
+               difficulty: float = 1.0, label: int | None = None
+               ) -> tuple[Image.Image, dict[str, Any]]:
     """One image and its spec (cell, answer, card and swatch boxes in original pixels).
+    `label` (an index into INKS) overrides the drawn ink and changes nothing else.
 
     `difficulty` in [0, 1] scales the clutter, the colour cast (0: a clean card on a
     plain background, for the perception warm-up's first steps)."""
@@ -83,7 +87,8 @@ def make_image(seed: int | Sequence[int], size: tuple[int, int] = SIZE, stripe: 
     w, h = size
     cw, ch = w // GRID, h // GRID
     cell = int(rng.integers(GRID * GRID))
-    label = int(rng.integers(len(INKS)))
+    drawn = int(rng.integers(len(INKS)))
+    label = drawn if label is None else label
     # A mild colour cast on everything (the swatch's mean stays the same grey for every ink).
     cast = 1 + 0.1 * difficulty * rng.uniform(-1, 1, 3)
 

@@ -1,13 +1,15 @@
 """Training stages. Registry: a plain dict, kind -> (step function, data loader).
 
 A step function takes (StageRun, Config, data) and returns that step's metrics; it does its own
-forward/backward through `StageRun.update`.
+forward/backward through `StageRun.update`. PREPARE holds the hooks that must change the model
+before the stage's StageRun builds its optimiser (the warm-up attaches its heads there, so they
+are trained, synced and checkpointed like everything else).
 """
 from __future__ import annotations
 
 from typing import Any
 
-from vlmagent.train import online, preference, sft
+from vlmagent.train import online, preference, sft, warmup
 
 
 def _no_data(stage: Any) -> None:
@@ -20,4 +22,8 @@ STAGES: dict[str, tuple[Any, Any]] = {
     "dpo": (preference.preference_step, preference.load_pairs),
     "grpo": (online.online_step, _no_data),
     "gspo": (online.online_step, _no_data),
+    "warmup": (warmup.warmup_step, warmup.load_data),
+    "readout": (warmup.readout_step, warmup.load_data),
 }
+
+PREPARE: dict[str, Any] = {"warmup": warmup.prepare}

@@ -48,7 +48,7 @@ def _stages(cfg: Config) -> list[Any]:
 def run(cfg: Config, policy: Any = None) -> dict[str, Any]:
     """Run every stage in order; returns {stage: eval results}."""
     from vlmagent.policy import Policy
-    from vlmagent.train import STAGES
+    from vlmagent.train import PREPARE, STAGES
 
     stages = _stages(cfg)
     out = Path(cfg.train.output_dir)
@@ -74,11 +74,13 @@ def run(cfg: Config, policy: Any = None) -> dict[str, Any]:
             acc.print(f"[{st.name}] finished earlier; skipped")
             continue
         sdir.mkdir(parents=True, exist_ok=True)
+        step_fn, load_data = STAGES[st.kind]
+        data = load_data(st)
+        if st.kind in PREPARE:
+            PREPARE[st.kind](st, policy)
         r = StageRun(st, policy, acc, sdir, cfg.train.seed)
         if r.resume():
             acc.print(f"[{st.name}] resumed at step {r.step}")
-        step_fn, load_data = STAGES[st.kind]
-        data = load_data(st)
         bar = tqdm(total=st.steps, initial=r.step, desc=st.name, unit="step",
                    disable=not acc.is_main_process)
         while r.step < st.steps:

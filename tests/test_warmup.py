@@ -1,0 +1,125 @@
+"""The perception warm-up and the readout stage on a real tiny model (fast: a few steps each)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from vlmagent import config
+from vlmagent.config import StageConfig, resolve_stage
+from vlmagent.policy import Policy
+from vlmagent.tiny import build_tiny
+from vlmagent.train import warmup
+from vlmagent.train.common import StageRun, make_accelerator
+from vlmagent.train.data import expert_trajectories, samples
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    return build_tiny(tmp_path_factory.mktemp("tiny") / "m")
+
+
+def make_cfg(tmp: Path, tiny: Path) -> config.Config:
+    return config.load(None, [f"policy.path={tiny}", "policy.device=cpu",
+                              "domain.name=zoomgrid", "domain.kinds=[color]",
+                              f"domain.data_dir={tmp / 'data'}", "agent.tools=[zoom]",
+                              "agent.force_mode=tool", "agent.min_pixels=784",
+                              "agent.max_pixels=784", f"train.output_dir={tmp / 'out'}"])
+
+
+def stage_run(cfg, policy, kind: str, prepare: bool = True, **kw) -> StageRun:
+    st = resolve_stage(cfg.train.defaults, StageConfig(kind=kind, domain="zoomgrid", **kw))
+    if prepare:  # what the cascade does before it builds a warm-up's StageRun
+        warmup.prepare(st, policy)
+    out = Path(cfg.train.output_dir) / st.name
+    out.mkdir(parents=True, exist_ok=True)
+    return StageRun(st, policy, make_accelerator(out), out, 0)
+
+
+def test_warmup_steps_reduce_the_heads_loss_and_leave_no_heads(tmp_path, tiny):
+    cfg = make_cfg(tmp_path, tiny)
+    policy = Policy.from_pretrained(tiny)
+    run = stage_run(cfg, policy, "warmup", steps=12, batch_size=16, lr=3e-3)
+    heads = {id(p) for p in getattr(policy.core, warmup.HEADS).parameters()}
+    assert heads <= {id(p) for g in run.optimizer.param_groups for p in g["params"]}
+    lm_before = policy.core.lm_head.weight.detach().clone()
+    losses = []
+    while run.step < run.stage.steps:
+        m = warmup.warmup_step(run, cfg, None)
+        losses.append(m["where_loss"] + m["what_loss"])
+        run.step += 1
+    assert sum(losses[-3:]) / 3 < losses[0] - 0.5, losses
+    assert not hasattr(policy.core, warmup.HEADS)  # the last step removed them
+    assert not any(warmup.HEADS in n for n, _ in policy.model.named_parameters())
+    assert torch.equal(policy.core.lm_head.weight, lm_before)  # only the vision tower trains
+
+
+def test_warmup_without_the_prepare_hook_attaches_heads_at_step_zero(tmp_path, tiny):
+    cfg = make_cfg(tmp_path, tiny)
+    policy = Policy.from_pretrained(tiny)
+    run = stage_run(cfg, policy, "warmup", prepare=False, steps=3, batch_size=4)
+    warmup.warmup_step(run, cfg, None)
+    heads = {id(p) for p in getattr(policy.core, warmup.HEADS).parameters()}
+    assert heads <= {id(p) for g in run.optimizer.param_groups for p in g["params"]}
+    late = stage_run(cfg, Policy.from_pretrained(tiny), "warmup", prepare=False, steps=3,
+                     batch_size=4)
+    late.step = 2  # a resumed stage cannot rebuild its optimiser: it must say so
+    with pytest.raises(RuntimeError, match="prepare"):
+        warmup.warmup_step(late, cfg, None)
+
+
+def test_resumed_warmup_loads_its_heads(tmp_path, tiny):
+    cfg = make_cfg(tmp_path, tiny)
+    run = stage_run(cfg, Policy.from_pretrained(tiny), "warmup", steps=6, batch_size=4)
+    for _ in range(2):
+        warmup.warmup_step(run, cfg, None)
+        run.step += 1
+    run.save()
+    want = {k: v.clone() for k, v in getattr(run.policy.core, warmup.HEADS).state_dict().items()}
+    again = stage_run(cfg, Policy.from_pretrained(tiny), "warmup", steps=6, batch_size=4)
+    assert again.resume() and again.step == 2
+    got = getattr(again.policy.core, warmup.HEADS).state_dict()
+    assert all(torch.equal(want[k], got[k]) for k in want)
+
+
+def test_frozen_vision_is_refused(tmp_path, tiny):
+    cfg = make_cfg(tmp_path, tiny)
+    policy = Policy.from_pretrained(tiny)
+    for p in policy.core.model.visual.parameters():
+        p.requires_grad_(False)
+    st = resolve_stage(cfg.train.defaults, StageConfig(kind="warmup", domain="zoomgrid"))
+    with pytest.raises(ValueError, match="train_vision"):
+        warmup.prepare(st, policy)
+    with pytest.raises(ValueError, match="perception_batch"):
+        warmup.load_data(resolve_stage(cfg.train.defaults, StageConfig(kind="warmup",
+                                                                       domain="zoomqa")))
+
+
+def test_decision_mask_covers_the_answer_then_the_call_arguments(tmp_path, tiny):
+    cfg = make_cfg(tmp_path, tiny)
+    policy = Policy.from_pretrained(tiny)
+    batch = samples(cfg, policy, "zoomgrid", 2, 3)
+    t = expert_trajectories(cfg, policy, batch, "zoomgrid", 0)[0]
+
+    def text(mask):
+        return policy.decode([x for x, m in zip(t.token_ids, mask) if m])
+
+    box = t.turns[2].tool_call.arguments["bbox"]
+    assert text(warmup.decision_mask(policy, t, calls=False)) == batch[0].answer
+    both = text(warmup.decision_mask(policy, t, calls=True))
+    assert str(box) in both and both.endswith(batch[0].answer)
+    assert all(m <= lm for m, lm in zip(warmup.decision_mask(policy, t), t.loss_mask))
+
+
+def test_readout_steps_learn_the_decision_tokens(tmp_path, tiny):
+    cfg = make_cfg(tmp_path, tiny)
+    run = stage_run(cfg, Policy.from_pretrained(tiny), "readout", prepare=False, steps=8,
+                    batch_size=4, lr=3e-3, n_train=4)
+    metrics = []
+    while run.step < 5:
+        metrics.append(warmup.readout_step(run, cfg, None))
+        run.step += 1
+    answer = [m["decision_loss"] for m in metrics[:4]]  # answer only in the first half
+    assert answer[-1] < answer[0] - 1.0, answer
+    assert metrics[4]["decision_tokens"] > metrics[0]["decision_tokens"]  # then the box too

@@ -1,0 +1,114 @@
+"""The HTML report, opened in the real Chromium: what a person sees (metrics, a sortable table,
+thumbnails, the reasons a site lost points), with nothing a site wrote able to run."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from vlmagent.browser import find_chromium
+from vlmagent.config import BrowserConfig
+from vlmagent.report import batch_metrics, reasons, write_report
+from vlmagent.scoring import Summary
+
+STAGES = ["structure", "execution", "aesthetics"]
+
+
+def stage(name, score, passed, **details):
+    return {"name": name, "score": score, "passed": passed, "details": details, "seconds": 0.1}
+
+
+def page(path, shots):
+    return {"path": path, "screenshot_desktop": shots[0], "screenshot_mobile": shots[1]}
+
+
+def lines(tmp: Path) -> list[dict]:
+    shots = tmp / "shots"
+    shots.mkdir()
+    for i, colour in enumerate(["#3b7ddd", "#dd3b3b"]):
+        Image.new("RGB", (128, 80), colour).save(shots / f"{i}d.png")
+        Image.new("RGB", (40, 80), colour).save(shots / f"{i}m.png")
+    good = {"site": "good", "reward": 0.9, "seconds": 1.0, "error": None, "stages": [
+        stage("structure", 1.0, True, checks={"index_present": True}),
+        stage("execution", 1.0, True, gate={"index_renders": True},
+              checks={"loads": 1.0}, pages=[page("/index.html", ("shots/0d.png", "shots/0m.png"))]),
+        stage("aesthetics", 0.8, True, aesthetic_score=4.0, measures=[
+            {"name": "text_contrast", "value": 2.1, "band": [4.5, None], "score": 0.4,
+             "page": "/about.html", "viewport": "desktop", "why": "grey on white"}])]}
+    flawed = {"site": "<b>flawed</b>", "reward": 0.5, "seconds": 2.0, "error": None, "stages": [
+        stage("structure", 1.0, True, checks={"index_present": True}),
+        stage("execution", 0.4, True, gate={"index_renders": True},
+              checks={"loads": 1.0, "links_ok": 0.5}, problems=["<script>alert(1)</script>"],
+              pages=[page("/index.html", ("shots/1d.png", "shots/1m.png"))]),
+        stage("aesthetics", 0.4, False, aesthetic_score=2.0, measures=[])]}
+    broken = {"site": "broken", "reward": 0.1, "seconds": 0.5, "error": None, "stages": [
+        stage("structure", 0.3, False, checks={"index_present": False},
+              failures=[{"file": "index.html", "problem": "missing: about.html"}])]}
+    return [good, flawed, broken]
+
+
+def summary(ls):
+    return Summary(sites=len(ls), scored=len(ls), resumed=0, duplicates=0, errors=[],
+                   mean_reward=sum(d["reward"] for d in ls) / len(ls),
+                   stage_pass={"structure": (2, 3), "execution": (2, 2), "aesthetics": (1, 2)},
+                   slowest=[], seconds=3.5)
+
+
+def test_batch_metrics_and_reasons(tmp_path):
+    ls = lines(tmp_path)
+    m = batch_metrics(ls)
+    assert m["functional_success_rate"] == pytest.approx(2 / 3)
+    assert m["valid_render_ratio"] == pytest.approx(2 / 3)
+    assert m["aesthetic_score"] == pytest.approx(3.0) and m["aesthetic_n"] == 2
+    why = reasons(ls[0], STAGES)
+    assert why == ["aesthetics: text_contrast 2.1 (band >= 4.5), score 0.40 on desktop "
+                   "/about.html: grey on white"]
+    broken = reasons(ls[2], STAGES)
+    assert "structure: check index_present" in broken
+    assert "structure: index.html: missing: about.html" in broken
+    assert "execution: not run (an earlier stage failed its gate)" in broken
+    assert "execution: check links_ok scored 0.50" in reasons(ls[1], STAGES)
+
+
+@pytest.mark.browser
+def test_a_person_sees_metrics_sorts_the_table_and_reads_why(tmp_path):
+    from playwright.sync_api import sync_playwright
+
+    ls = lines(tmp_path)
+    out = tmp_path / "report.html"
+    write_report(ls, out, summary(ls), results_dir=tmp_path)
+    html = out.read_text()
+    assert "<script>alert(1)</script>" not in html and "&lt;script&gt;alert(1)" in html
+    assert "'unsafe-inline'" not in html.split("script-src")[1].split('"')[0]
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=find_chromium(BrowserConfig()),
+                                     args=["--no-sandbox"])
+        pg = browser.new_page()
+        problems: list[str] = []
+        pg.on("pageerror", lambda e: problems.append(str(e)))
+        pg.on("console", lambda m: problems.append(m.text) if m.type == "error" else None)
+        pg.goto(out.as_uri())
+        metric = {k: pg.inner_text(f'[data-metric="{k}"] b') for k in
+                  ("functional_success_rate", "valid_render_ratio", "aesthetic_score")}
+        assert metric == {"functional_success_rate": "66.7%", "valid_render_ratio": "66.7%",
+                          "aesthetic_score": "3.00"}
+
+        def column(i):
+            return pg.eval_on_selector_all("#sites tbody tr",
+                                           f"rs => rs.map(r => r.cells[{i}].innerText)")
+
+        assert column(0) == ["good", "<b>flawed</b>", "broken"]  # by reward, shown as text
+        pg.click('th[data-k="reward"]')
+        assert column(0) == ["broken", "<b>flawed</b>", "good"]
+        pg.click('th[data-k="reward"]')
+        assert column(0) == ["good", "<b>flawed</b>", "broken"]
+        pg.click('th[data-k="site"]')
+        assert column(0) == ["<b>flawed</b>", "broken", "good"]
+        widths = pg.eval_on_selector_all(".thumb img", "is => is.map(i => i.naturalWidth)")
+        assert widths == [128, 40, 128, 40]  # desktop and mobile thumbnails of two sites
+        card = pg.inner_text("#site-broken")
+        assert "missing: about.html" in card and "execution: not run" in card
+        assert "grey on white" in pg.inner_text("#site-good")
+        assert pg.evaluate("typeof alert") == "function" and problems == []
+        browser.close()

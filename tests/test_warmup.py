@@ -1,16 +1,18 @@
 """The perception warm-up and the readout stage on a real tiny model (fast: a few steps each)."""
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
 import torch
+from safetensors.torch import load_file
 
 from vlmagent import config
 from vlmagent.config import StageConfig, resolve_stage
 from vlmagent.policy import Policy
 from vlmagent.tiny import build_tiny
-from vlmagent.train import warmup
+from vlmagent.train import cascade, warmup
 from vlmagent.train.common import StageRun, make_accelerator
 from vlmagent.train.data import expert_trajectories, samples
 
@@ -123,3 +125,31 @@ def test_readout_steps_learn_the_decision_tokens(tmp_path, tiny):
     answer = [m["decision_loss"] for m in metrics[:4]]  # answer only in the first half
     assert answer[-1] < answer[0] - 1.0, answer
     assert metrics[4]["decision_tokens"] > metrics[0]["decision_tokens"]  # then the box too
+
+
+def test_cascade_runs_warmup_then_readout_and_exports_a_plain_model(tmp_path, tiny):
+    """Through the pipeline: the prepare hook runs before the optimiser is built, the heads train
+    with the vision tower, and neither the exports nor the next stage see them."""
+    cfg = config.load(None, [f"policy.path={tiny}", "policy.device=cpu", "domain.name=zoomgrid",
+                             "domain.kinds=[color]", f"domain.data_dir={tmp_path / 'data'}",
+                             "agent.tools=[zoom]", "agent.force_mode=tool", "agent.min_pixels=784",
+                             "agent.max_pixels=784", f"train.output_dir={tmp_path / 'out'}",
+                             "train.log_every=1",
+                             "train.defaults={domain: zoomgrid, eval_n: 4, n_train: 8, "
+                             "batch_size: 4, checkpoint_every: 0}",
+                             "train.stages=[{kind: warmup, steps: 4, lr: 0.003}, "
+                             "{kind: readout, steps: 2}]"])
+    policy = Policy.from_pretrained(tiny)
+    visual = {k: v.clone() for k, v in policy.core.model.visual.state_dict().items()}
+    results = cascade.run(cfg, policy)
+    assert set(results) == {"warmup", "readout"}
+    out = tmp_path / "out"
+    lines = [json.loads(x) for x in (out / "warmup" / "metrics.jsonl").read_text().splitlines()]
+    assert [m["step"] for m in lines] == [1, 2, 3, 4] and "what_acc" in lines[0]
+    for stage in ("warmup", "readout"):
+        names = load_file(str(out / stage / "final" / "model.safetensors")).keys()
+        assert not any(warmup.HEADS in n for n in names)
+    trained = load_file(str(out / "warmup" / "final" / "trainable.safetensors"))
+    changed = [k for k, v in policy.core.model.visual.state_dict().items()
+               if not torch.equal(v, visual[k])]
+    assert changed and not any(warmup.HEADS in k for k in trained)

@@ -42,8 +42,10 @@ def smart_resize(height: int, width: int, factor: int = FACTOR, min_pixels: int 
     w_bar = max(factor, round(width / factor) * factor)
     if h_bar * w_bar > max_pixels:
         beta = math.sqrt((height * width) / max_pixels)
-        h_bar = math.floor(height / beta / factor) * factor
-        w_bar = math.floor(width / beta / factor) * factor
+        # max(factor, ...): a long thin image under a small budget keeps one patch row, as
+        # in transformers' own smart_resize (without it a side rounds down to 0)
+        h_bar = max(factor, math.floor(height / beta / factor) * factor)
+        w_bar = max(factor, math.floor(width / beta / factor) * factor)
     elif h_bar * w_bar < min_pixels:
         beta = math.sqrt(min_pixels / (height * width))
         h_bar = math.ceil(height * beta / factor) * factor

@@ -107,7 +107,18 @@ def run(cfg: Config, policy: Any = None) -> dict[str, Any]:
         acc.wait_for_everyone()
         acc.print(f"[{st.name}] eval: {json.dumps(results[st.name])}")
     acc.end_training()
+    acc.print(curve(results))
     return results
+
+
+def curve(results: dict[str, Any]) -> str:
+    """Held-out numbers after each stage, one row per (stage, domain): the learning curve."""
+    rows = [f"{'stage':<12} {'domain':<10} {'accuracy':>8} {'reward':>8} {'tool use':>8}"]
+    for stage, per_domain in results.items():
+        for dom, r in per_domain.items():
+            rows.append(f"{stage:<12} {dom:<10} {r['accuracy']:>8.3f} {r['reward']:>8.3f} "
+                        f"{r['tool_call_rate']:>8.2f}")
+    return "\n".join(rows)
 
 
 def _load_weights(policy: Any, path: Path) -> None:

@@ -199,10 +199,8 @@ def rollout(policy: Any, samples: Sequence[Sample], cfg: AgentConfig, actor: Act
         e.traj.timings = {"prompt_s": prompt_s, "generate_s": 0.0, "tools_s": 0.0}
     rnd = 0
     while active := [e for e in episodes if not e.done]:
-        for e in active:  # the budget is checked before spending a generation on it
-            if len(e.traj.token_ids) >= cfg.max_total_tokens:
-                _finish(e, "budget")
-        active = [e for e in active if not e.done]
+        # the budget is checked before spending a generation on it
+        active = [e for e in active if not budget_spent(e, cfg)]
         if not active:
             break
         t = time.perf_counter()
@@ -224,6 +222,31 @@ def rollout(policy: Any, samples: Sequence[Sample], cfg: AgentConfig, actor: Act
         e.traj.logps = None if e.scripted else e.logps
         e.traj.timings = {k: round(v, 4) for k, v in e.traj.timings.items()}
     return [e.traj for e in episodes]
+
+
+def step(policy: Any, e: Episode, g: Generation, cfg: AgentConfig,
+         tools: dict[str, Any]) -> ToolResult | None:
+    """Advance one episode by the assistant turn `g` and, when it calls a tool, the tool turn.
+
+    The interactive debugger's unit of work: the same turn logic as `rollout`, for one episode
+    at a time (rollout batches generation and tools across episodes). Returns the tool result,
+    or None when the turn ended the episode.
+    """
+    fmt = protocol.get_format(cfg.format)
+    e.traj.timings = {"prompt_s": 0.0, "generate_s": 0.0, "tools_s": 0.0} | e.traj.timings
+    parsed = _assistant_turn(policy, e, g, cfg, fmt)
+    if parsed is None:
+        return None
+    [(result, names)] = _run_tools([(e, parsed)], cfg, tools)
+    _tool_turn(policy, e, result, names, cfg, fmt)
+    return result
+
+
+def budget_spent(e: Episode, cfg: AgentConfig) -> bool:
+    """True when the episode is over; closes it first if no token is left for another turn."""
+    if not e.done and len(e.traj.token_ids) >= cfg.max_total_tokens:
+        _finish(e, "budget")
+    return e.done
 
 
 def _start_all(policy: Any, samples: Sequence[Sample], cfg: AgentConfig, tools: dict[str, Any],

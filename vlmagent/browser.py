@@ -231,6 +231,57 @@ class Browser:
                     self._close(run.page)
                 self._close(ctx)
 
+    # ------------------------------------------------------------ measuring
+    def inspect_pages(self, root: str | Path, paths: list[str], script: str,
+                      shoot: bool = True, deadline: float | None = None) -> list[dict]:
+        """Load each page of `root` (no clicks, no forms) and run `script` on it at the desktop
+        and then the mobile viewport; with `shoot`, also full-page PNGs (capped like visit_site).
+
+        Returns one dict per path: {"path", "desktop", "mobile" (the script's results or None),
+        "png_desktop", "png_mobile" (bytes or None), "error" (str or None)}. Never raises for
+        site behaviour; raises BrowserError only when Chromium cannot be launched at all.
+        Same sandbox and per-page budget as visit_site; `deadline` caps the whole call.
+        """
+        out = [{"path": p, "desktop": None, "mobile": None, "png_desktop": None,
+                "png_mobile": None, "error": None} for p in paths]
+        cfg, crawler = self.cfg, self._crawler
+        views = (("desktop", cfg.viewport_width, cfg.viewport_height),
+                 ("mobile", cfg.mobile_width, cfg.mobile_height))
+        end = min(deadline or float("inf"), time.monotonic() + cfg.site_budget_s)
+        with SiteServer(Path(root)) as server:
+            run = js.Run(server, SiteVisit(), end, cfg.max_navigations_per_page)
+            ctx = self._context(run, cfg.viewport_width, cfg.viewport_height)
+            try:
+                for rec in out:
+                    if run.over():
+                        rec["error"] = "out of time"
+                        continue
+                    run.pv, run.navs = PageVisit(path=rec["path"]), 0
+                    run.page_deadline = time.monotonic() + cfg.page_budget_s
+                    self._dog.fired = False
+                    page = run.page = run.page or self._new_page(ctx, run)
+                    try:
+                        crawler.goto(page, run, server.base_url + rec["path"])
+                        for name, w, h in views:
+                            crawler.resize(page, w, h)
+                            rec[name] = crawler.evaluate(page, script)
+                            if shoot:
+                                tall = crawler.evaluate(page, js.MOBILE)["height"]
+                                rec[f"png_{name}"] = crawler.shot(page, run, w, tall)
+                    except (PlaywrightError, BrowserDied) as e:
+                        rec["error"] = run.clean(line(e))
+                        self._close(page)  # stuck or crashed: the next page gets a fresh one
+                        run.page = None
+                        if not self._alive():  # relaunched by the next call
+                            for r in out:
+                                r["error"] = r["error"] or "the browser died"
+                            break
+            finally:
+                if run.page is not None:
+                    self._close(run.page)
+                self._close(ctx)
+        return out
+
     # ------------------------------------------------------------ rendering
     def screenshot_html(self, html: str, width: int = 1280, height: int = 800,
                         full_page: bool = False) -> bytes:

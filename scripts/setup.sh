@@ -3,7 +3,8 @@
 #
 #   bash scripts/setup.sh        (or: make setup)
 #
-# 1. apt:   Debian chromium, chromium-driver and fonts, only if missing (root or sudo).
+# 1. apt:   Debian chromium, chromium-driver and fonts, only if missing (root or sudo); nodejs and
+#           npm only if the `node` / `npm` commands are missing (a NodeSource node bundles npm).
 # 2. venv:  one venv per dependency set, cached in $VLMAGENT_CACHE (default ~/.cache/vlmagent)
 #           as venv-<hash12>; the hash covers requirements/*.txt, this script, the dependency
 #           sections of setup.cfg and the interpreter. torch + torchvision are installed first,
@@ -11,9 +12,13 @@
 #           renamed into place only when complete, so an interrupted build is never reused.
 # 3. link:  .venv in this checkout -> that venv; this checkout installed into it in editable mode
 #           (`pip install --no-deps -e .`, redone whenever another checkout took it over).
+# 4. node:  the vite-react scaffold's pinned node_modules (`npm ci` of its package-lock.json),
+#           installed once into $VLMAGENT_CACHE/node-vite-react-<hash12 of the lock>/ and made
+#           read-only; every site build links to it (vlmagent/rewards/build.py), offline.
 #
 # Environment: VLMAGENT_CACHE (cache folder), VLMAGENT_PYTHON (a Python 3.11 interpreter),
-# VLMAGENT_SKIP_APT=1 (skip step 1), VLMAGENT_KEEP_VENVS (cached venvs kept, default 3).
+# VLMAGENT_SKIP_APT=1 (skip step 1), VLMAGENT_KEEP_VENVS (cached venvs kept, default 3),
+# VLMAGENT_SKIP_NODE=1 (skip step 4: no vite-react builds).
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -23,6 +28,8 @@ CACHE="${VLMAGENT_CACHE:-$HOME/.cache/vlmagent}"
 CONSTRAINTS="$ROOT/requirements/constraints.txt"
 DRIVING="$ROOT/requirements/driving.txt"
 APT_PACKAGES=(chromium chromium-driver fonts-dejavu-core fonts-liberation)
+NODE_APT_PACKAGES=(nodejs npm)  # checked by command, not by package: NodeSource's nodejs has npm
+SCAFFOLD_NODE="$ROOT/vlmagent/scaffolds/vite-react"
 TORCH_PINS=(torch==2.14.1 torchvision==0.29.1)
 EXTRAS=(test driving)
 KEEP_VENVS="${VLMAGENT_KEEP_VENVS:-3}"
@@ -55,8 +62,12 @@ step_apt() {
     for p in "${APT_PACKAGES[@]}"; do
         dpkg-query -W -f='${db:Status-Abbrev}' "$p" 2>/dev/null | grep -q '^ii' || missing+=("$p")
     done
+    if [[ "${VLMAGENT_SKIP_NODE:-0}" != 1 ]] && ! { command -v node && command -v npm; } >/dev/null
+    then
+        missing+=("${NODE_APT_PACKAGES[@]}")
+    fi
     if (( ${#missing[@]} == 0 )); then
-        report apt "$t0" "ok: ${APT_PACKAGES[*]}"; return
+        report apt "$t0" "ok: ${APT_PACKAGES[*]} node npm"; return
     fi
     if (( EUID != 0 )); then
         command -v sudo >/dev/null || die "need root (or sudo) to install: ${missing[*]}"
@@ -233,6 +244,46 @@ step_link() {
     report link "$t0" ".venv -> $VENV; installed this checkout (editable)"
 }
 
+# ---------------------------------------------------------------- 4. node_modules (vite-react)
+step_node() {
+    local t0 lock="$SCAFFOLD_NODE/package-lock.json" dir tmp log
+    t0=$(us)
+    if [[ "${VLMAGENT_SKIP_NODE:-0}" == 1 ]]; then
+        report node "$t0" "skipped (VLMAGENT_SKIP_NODE=1): no vite-react builds"; return
+    fi
+    command -v node >/dev/null && command -v npm >/dev/null \
+        || die "node and npm are needed for the vite-react scaffold (or set VLMAGENT_SKIP_NODE=1)"
+    dir="$CACHE/node-vite-react-$(sha256sum "$lock" | cut -c1-12)"
+    if [[ -f "$dir/.vlmagent-complete" && -f "$dir/node_modules/vite/bin/vite.js" ]]; then
+        report node "$t0" "cached: $dir"; return
+    fi
+    mkdir -p "$CACHE/logs"
+    log="$CACHE/logs/$(basename "$dir").log"
+    (
+        flock 7
+        [[ -f "$dir/.vlmagent-complete" ]] && exit 0  # another setup finished it meanwhile
+        # A read-only tree from an interrupted run cannot be deleted until made writable again.
+        chmod -R u+w "$dir" "$dir".tmp.* 2>/dev/null || true
+        rm -rf "$dir" "$dir".tmp.*
+        tmp="$dir.tmp.$$"
+        mkdir -p "$tmp"
+        cp "$SCAFFOLD_NODE/package.json" "$lock" "$tmp/"
+        echo "[setup] node     npm ci for the vite-react scaffold (log: $log)"
+        # --ignore-scripts: no package runs code at install; esbuild and rollup ship their
+        # platform binaries as optional packages, which need none.
+        ( cd "$tmp" && npm ci --no-audit --no-fund --ignore-scripts --cache "$tmp/.npm" ) \
+            >"$log" 2>&1 || { show_log "$log"; rm -rf "$tmp"; die "npm ci failed (log: $log)"; }
+        rm -rf "$tmp/.npm"
+        node "$tmp/node_modules/vite/bin/vite.js" --version >>"$log" 2>&1 \
+            || { show_log "$log"; rm -rf "$tmp"; die "the installed vite does not run (log: $log)"; }
+        printf 'lock=%s\nbuilt=%s\nnode=%s\n' "$lock" "$(date -u +%FT%TZ)" "$(node --version)" \
+            >"$tmp/.vlmagent-complete"
+        chmod -R a-w "$tmp/node_modules"  # shared by every build: no build may change it
+        mv -T "$tmp" "$dir"
+    ) 7>"$dir.lock"
+    report node "$t0" "installed: $dir ($(du -sh "$dir" | cut -f1))"
+}
+
 # ---------------------------------------------------------------- main
 T_ALL=$(us)
 step_apt
@@ -241,4 +292,5 @@ HASH=$(venv_hash)
 VENV="$CACHE/venv-$HASH"
 step_venv
 step_link
+step_node
 report done "$T_ALL" "use .venv/bin/python (make test, make demo)"

@@ -23,7 +23,7 @@ endef
 .PHONY: help setup demo test test-fast lint bench clean
 
 help:
-	@echo "make demo       install, then score the example sites in data/sites"
+	@echo "make demo       install, score the example sites and model responses, train a tiny zoom agent"
 	@echo "make test       install, then run the whole test suite"
 	@echo "make test-fast  the suite without tests marked slow"
 	@echo "make lint       ruff check"
@@ -36,12 +36,18 @@ setup:
 
 demo: setup
 	$(VENV)/bin/vlmagent score data/sites --out out/demo/results.jsonl --report out/demo/report.html
+	$(VENV)/bin/vlmagent score --from-responses data/responses/vite-react.jsonl --scaffold vite-react \
+		--out out/demo/responses.jsonl --report out/demo/responses.html
 	@test -f out/demo/tiny/config.json || $(VENV)/bin/vlmagent tiny --out out/demo/tiny
 	$(VENV)/bin/vlmagent rollout configs/zoomqa_rollout.yaml --n 6 --out out/demo/traj.jsonl \
 		--policy expert policy.path=out/demo/tiny domain.data_dir=out/demo/zoomqa
+	$(VENV)/bin/vlmagent train configs/zoomqa_cascade_short.yaml policy.path=out/demo/tiny \
+		train.output_dir=out/demo/cascade domain.data_dir=out/demo/zoomgrid
 	@echo "demo: website scores in $(CURDIR)/out/demo/results.jsonl"
-	@echo "demo: report         in $(CURDIR)/out/demo/report.html"
+	@echo "demo: report         in $(CURDIR)/out/demo/report.html (model responses: responses.html)"
 	@echo "demo: trajectories   in $(CURDIR)/out/demo/traj.jsonl (images in out/demo/traj.images/)"
+	@echo "demo: training curve in $(CURDIR)/out/demo/cascade/<stage>/eval.json"
+	@if [ -n "$$DISPLAY" ] && command -v xdg-open >/dev/null; then xdg-open out/demo/report.html; fi
 
 test: setup
 	$(call run_pytest,)

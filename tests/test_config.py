@@ -157,7 +157,8 @@ def test_overrides_scalars_and_nested(tmp_path: Path) -> None:
 
 def test_override_dict_entry_keeps_other_entries() -> None:
     cfg = config.load(None, ["reward.weights.execution=0.5"])
-    assert cfg.reward.weights == {"structure": 1.0, "execution": 0.5}
+    assert cfg.reward.weights == {"structure": 1.0, "build": 1.0, "execution": 0.5,
+                                  "aesthetics": 2.0}
 
 
 def test_override_dict_entry_merges_with_file(tmp_path: Path) -> None:

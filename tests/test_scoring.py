@@ -13,11 +13,13 @@ from pathlib import Path
 import pytest
 
 from vlmagent.cli import main
+from vlmagent.config import Config
 from vlmagent.sitegen import generate_sites, write_hostile_sites
 
 FAST = ["browser.nav_timeout_s=3", "browser.page_budget_s=6", "browser.site_budget_s=12",
         "browser.max_pages=3", "browser.max_clicks_per_page=3"]
 REPO = Path(__file__).resolve().parents[1]
+N = len(Config().reward.stages)  # gate bands are 1/(N+1) wide
 
 
 def read(out: Path) -> list[dict]:
@@ -64,15 +66,17 @@ def test_every_site_gets_exactly_one_complete_line(hostile_batch):
 def test_hostile_sites_score_below_good_ones(hostile_batch):
     by = {d["site"]: d for d in hostile_batch["lines"]}
     good = [d for n, d in by.items() if n.startswith("good_")]
-    assert good and all(len(d["stages"]) == 2 and d["stages"][0]["passed"] for d in good)
+    assert good and all(len(d["stages"]) == N and d["stages"][0]["passed"] for d in good)
     for name in ("binary_garbage", "empty", "missing_index", "symlink_escape"):
         assert by[name]["stages"][0]["passed"] is False, name
         assert len(by[name]["stages"]) == 1  # gated: no browser time spent
-        assert by[name]["reward"] < 1 / 3
+        assert by[name]["reward"] < 1 / (N + 1)
     for name in ("infinite_loop", "reload_loop", "memory_hog", "alert_spam", "popup_spam"):
         assert by[name]["stages"][1]["passed"] is False, name  # executed, and failed the gate
-        assert 1 / 3 <= by[name]["reward"] < 2 / 3 <= min(d["reward"] for d in good), name
-    ext = by["external_assets"]["stages"][-1]["details"]
+        assert 1 / (N + 1) <= by[name]["reward"] < 2 / (N + 1) <= min(
+            d["reward"] for d in good), name
+    ext = next(s for s in by["external_assets"]["stages"] if s["name"] == "execution")
+    ext = ext["details"]
     assert ext["checks"]["sandbox_clean"] == 0.0
     assert any("cdn.example.com" in r for r in ext["blocked_requests"])
 
@@ -89,7 +93,7 @@ def test_nothing_from_outside_leaks_into_results_or_report(hostile_batch):
     assert "script-src 'sha256-" in html  # CSP: only the report's own sorter may run
     assert "default-src 'none'" in html
     for d in hostile_batch["lines"]:  # screenshots exist next to the results, named in details
-        for s in d["stages"]:
+        for s in (s for s in d["stages"] if s["name"] == "execution"):  # its pages: a list
             for p in s["details"].get("pages", []):
                 for key in ("screenshot_desktop", "screenshot_mobile"):
                     if p.get(key):
@@ -160,7 +164,7 @@ def test_hard_site_timeout_kills_worker_and_batch_continues(tmp_path):
     assert code == 0 and time.monotonic() - t0 < 90
     by = {d["site"]: d for d in read(out)}
     assert "timed out after 12 s" in by["a_loop"]["error"] and by["a_loop"]["reward"] == 0.0
-    assert by["b_good"]["error"] is None and len(by["b_good"]["stages"]) == 2
+    assert by["b_good"]["error"] is None and len(by["b_good"]["stages"]) == N
 
 
 def test_usage_errors_exit_2_with_one_line(tmp_path, capsys):

@@ -2,9 +2,11 @@
 
     vlmagent score PATH... --out results.jsonl [--report report.html] [--workers N] [--resume]
                    [--config FILE] [key.path=value ...]
+    vlmagent score --from-responses responses.jsonl --scaffold static|vite-react --out ... (same)
     vlmagent rollout CONFIG --n N --out traj.jsonl [--policy PATH|expert] [key.path=value ...]
     accelerate launch -m vlmagent.cli train CONFIG [key.path=value ...]
     vlmagent tiny --out DIR [--family qwen2_5_vl|qwen2_vl|qwen3_vl]
+    vlmagent debug [--policy PATH|manual] [--config FILE] [--host 127.0.0.1] [--port N]
     vlmagent check-config FILE [key.path=value ...]
 
 Exit codes: 0 done (low scores are results, not errors), 1 the job itself failed,
@@ -34,13 +36,23 @@ def cmd_score(args: argparse.Namespace) -> int:
     from vlmagent import scoring
 
     paths, overrides = _split_overrides(args.paths + args.extra)
-    if not paths:
+    if args.from_responses and paths:
+        raise scoring.UsageError("give site folders or --from-responses, not both")
+    if not paths and not args.from_responses:
         raise scoring.UsageError("give at least one site folder or folder of sites")
+    if getattr(args, "judge", None):
+        overrides.append(f"reward.aesthetics.judge={args.judge}")
     cfg = config_mod.load(args.config, overrides)
     if args.workers is not None and args.workers < 1:
         raise scoring.UsageError("--workers must be at least 1")
-    summary = scoring.score(paths, args.out, cfg, workers=args.workers, resume=args.resume,
-                            report=args.report, progress=not args.quiet)
+    if args.from_responses:  # model output -> projects (domains/webgen.py) -> the same cascade
+        from vlmagent.score_responses import score_responses
+        summary = score_responses(args.from_responses, args.out, cfg, scaffold=args.scaffold,
+                                  workers=args.workers, resume=args.resume, report=args.report,
+                                  progress=not args.quiet)
+    else:
+        summary = scoring.score(paths, args.out, cfg, workers=args.workers, resume=args.resume,
+                                report=args.report, progress=not args.quiet)
     print(scoring.format_summary(summary))
     print(f"results: {args.out}" + (f"\nreport:  {args.report}" if args.report else ""))
     missing = summary.sites - len(summary.lines)
@@ -113,6 +125,22 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_debug(args: argparse.Namespace) -> int:
+    """The interactive tool-call debugger: a local page, on the shipped zoomqa sample."""
+    from vlmagent.debug import DebugError, open_session
+    from vlmagent.debug.server import serve
+    from vlmagent.scoring import UsageError
+
+    cfg = config_mod.load(args.config, args.extra)
+    if not 0 <= args.port <= 65535:
+        raise UsageError(f"--port must be 0 (any free port) to 65535, got {args.port}")
+    try:
+        session = open_session(cfg, args.policy)
+    except DebugError as e:
+        raise UsageError(str(e)) from None
+    return serve(session, args.host, args.port)
+
+
 def cmd_check_config(args: argparse.Namespace) -> int:
     cfg = config_mod.load(args.file, args.overrides + args.extra)
     print(yaml.safe_dump(config_mod.to_dict(cfg), sort_keys=False), end="")
@@ -134,7 +162,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = ap.add_subparsers(dest="cmd", required=True)
 
     sp = sub.add_parser("score", help="score folders of websites with the reward cascade")
-    sp.add_argument("paths", nargs="+", metavar="PATH",
+    sp.add_argument("paths", nargs="*", metavar="PATH",
                     help="a site folder or a folder of site folders; key.path=value overrides")
     sp.add_argument("--out", required=True, help="results JSONL, one line per site")
     sp.add_argument("--report", help="also write an HTML report here")
@@ -142,7 +170,13 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--resume", action="store_true",
                     help="keep existing lines and skip sites whose content was scored")
     sp.add_argument("--config", help="YAML config (see configs/score.yaml)")
+    sp.add_argument("--from-responses", metavar="JSONL",
+                    help='score model responses instead of folders: {"id": ..., "text": ...} '
+                    "per line (format: vlmagent/domains/webgen.py)")
+    sp.add_argument("--scaffold", help="static | vite-react (default: webgen.scaffold)")
     sp.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    sp.add_argument("--judge", choices=["metrics", "vlm", "openai"],
+                    help="aesthetics judge (same as reward.aesthetics.judge=...)")
     sp.set_defaults(fn=cmd_score)
 
     rp = sub.add_parser("rollout", help="run episodes through the agent loop, save trajectories")
@@ -166,6 +200,14 @@ def build_parser() -> argparse.ArgumentParser:
     tp.add_argument("--family", default="qwen2_5_vl", help="qwen2_vl | qwen2_5_vl | qwen3_vl")
     tp.add_argument("--seed", type=int, default=0)
     tp.set_defaults(fn=cmd_tiny)
+
+    dp = sub.add_parser("debug", help="step an episode turn by turn in a local web page")
+    dp.add_argument("--policy", default="manual",
+                    help="a model folder or hub id, or 'manual' (you write the turns)")
+    dp.add_argument("--config", help="YAML config (agent, policy and domain sections)")
+    dp.add_argument("--host", default="127.0.0.1", help="address to bind (default loopback)")
+    dp.add_argument("--port", type=int, default=7860, help="port; 0 picks a free one")
+    dp.set_defaults(fn=cmd_debug)
 
     cp = sub.add_parser("check-config", help="load a config strictly and print it resolved")
     cp.add_argument("file")

@@ -58,16 +58,60 @@ class ExecutionConfig:
 
 
 @dataclass
+class VlmJudgeConfig:
+    """A local Qwen-VL checkpoint judging screenshots with a rubric (rewards/judges.py)."""
+
+    path: str = ""  # local folder or hub id (hub ids need the model in the local HF cache)
+    dtype: str = "float32"
+    device: str = "auto"
+    max_new_tokens: int = 64
+    max_pixels: int = 448 * 448  # per screenshot shown to the model
+    images: int = 2  # screenshots shown: index desktop, index mobile, then further pages
+
+
+@dataclass
+class OpenAIJudgeConfig:
+    """Any OpenAI-compatible chat endpoint (vLLM, a hosted API) judging screenshots."""
+
+    base_url: str = "http://127.0.0.1:8000/v1"
+    model: str = ""
+    api_key_env: str = "OPENAI_API_KEY"  # name of the environment variable holding the key
+    timeout_s: float = 60.0  # one request
+    retries: int = 2  # extra attempts after a timeout, connection error, 429 or 5xx
+    backoff_s: float = 1.0  # wait before retry k: backoff_s * 2**k
+    concurrency: int = 4  # requests in flight at once from one process
+    max_tokens: int = 256
+    images: int = 2
+    image_width: int = 768  # screenshots are scaled down to this width before sending
+
+
+@dataclass
+class AestheticsConfig:
+    judge: str = "metrics"  # metrics | vlm | openai (rewards/judges.py JUDGES)
+    # Overrides of the measure bands, name -> [lo, hi] (rewards/aesthetics.py SPECS).
+    bands: dict[str, list[float]] = field(default_factory=dict)
+    max_pages: int = 6  # visited pages measured (index first)
+    pass_threshold: float = 0.0  # stage score needed to pass; 0: passes whenever it measured
+    vlm: VlmJudgeConfig = field(default_factory=VlmJudgeConfig)
+    openai: OpenAIJudgeConfig = field(default_factory=OpenAIJudgeConfig)
+
+
+@dataclass
 class RewardConfig:
-    stages: list[str] = field(default_factory=lambda: ["structure", "execution"])
+    # WebGen-R1's cascade (ALGORITHMS.md section 3): structure -> execution -> aesthetics.
+    stages: list[str] = field(default_factory=lambda: ["structure", "execution", "aesthetics"])
     # Blend of stage scores inside a gate band; see rewards/cascade.py for the composition.
-    weights: dict[str, float] = field(default_factory=lambda: {"structure": 1.0, "execution": 2.0})
+    weights: dict[str, float] = field(
+        default_factory=lambda: {"structure": 1.0, "build": 1.0, "execution": 2.0,
+                                 "aesthetics": 2.0})
+    # `build` only runs for scaffold projects (vite-react); webgen.build_timeout_s applies too.
     timeouts_s: dict[str, float] = field(
-        default_factory=lambda: {"structure": 20.0, "execution": 60.0}
-    )
+        default_factory=lambda: {"structure": 20.0, "build": 90.0, "execution": 60.0,
+                                 "aesthetics": 60.0})
     cache_dir: str = ""  # empty: in-memory cache only
     structure: StructureConfig = field(default_factory=StructureConfig)
     execution: ExecutionConfig = field(default_factory=ExecutionConfig)
+    aesthetics: AestheticsConfig = field(default_factory=AestheticsConfig)
 
 
 @dataclass
@@ -75,6 +119,19 @@ class ScoreConfig:
     workers: int = 2
     site_timeout_s: float = 150.0  # hard wall per site; the worker is killed and replaced after it
     slowest: int = 5  # how many of the slowest sites the summary lists
+
+
+@dataclass
+class WebgenConfig:
+    """Model responses as projects (domains/webgen.py) and their build (rewards/build.py)."""
+
+    scaffold: str = "static"  # static | vite-react (vlmagent/scaffolds/<name>)
+    max_files: int = 64  # files one response may write
+    max_total_bytes: int = 400_000  # their total size (UTF-8); the response may be twice this
+    build_timeout_s: float = 60.0  # one build; the cascade's reward.timeouts_s.build also applies
+    build_log_bytes: int = 6000  # tail of the build log kept in the stage details
+    node: str = ""  # empty: `node` on PATH
+    node_modules: str = ""  # empty: $VLMAGENT_NODE_MODULES, then the set-up cache (lock hash)
 
 
 # ---------------------------------------------------------------- loading
@@ -312,6 +369,7 @@ class Config:
     agent: AgentConfig = field(default_factory=AgentConfig)
     domain: DomainConfig = field(default_factory=DomainConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    webgen: WebgenConfig = field(default_factory=WebgenConfig)
 
 
 def resolve_stage(defaults: StageConfig, stage: StageConfig) -> StageConfig:

@@ -7,6 +7,8 @@ from __future__ import annotations
 from typing import Any
 
 from vlmagent.config import Config, to_dict
+from vlmagent.rewards.aesthetics import AestheticsStage
+from vlmagent.rewards.build import BuildStage
 from vlmagent.rewards.cascade import Cascade, SiteContext, compose, fingerprint, site_hash
 from vlmagent.rewards.execution import ExecutionStage
 from vlmagent.rewards.structure import StructureStage
@@ -14,10 +16,13 @@ from vlmagent.rewards.structure import StructureStage
 STAGES: dict[str, Any] = {
     "structure": lambda cfg, browser: StructureStage(cfg.reward.structure),
     "execution": lambda cfg, browser: ExecutionStage(browser, cfg.reward.execution),
+    "build": lambda cfg, browser: BuildStage(cfg.webgen),  # scaffold projects: vite build
+    "aesthetics": lambda cfg, browser: AestheticsStage(browser, cfg.reward.aesthetics,
+                                                       cfg.browser),
 }
 
-NEEDS_BROWSER = {"execution"}
-CODE_VERSION = "1"  # bump when a stage's scoring changes, so caches from older code are not reused
+NEEDS_BROWSER = {"execution", "aesthetics"}
+CODE_VERSION = "2"  # bump when a stage's scoring changes, so caches from older code are not reused
 
 
 def build_cascade(cfg: Config, browser: Any = None) -> Cascade:
@@ -26,9 +31,10 @@ def build_cascade(cfg: Config, browser: Any = None) -> Cascade:
     if unknown:
         raise ValueError(f"unknown reward stage {unknown[0]!r} (valid: {', '.join(STAGES)})")
     if browser is None and NEEDS_BROWSER & set(cfg.reward.stages):
-        raise ValueError("the execution stage needs a browser (vlmagent.browser.Browser)")
+        need = ", ".join(s for s in cfg.reward.stages if s in NEEDS_BROWSER)
+        raise ValueError(f"the {need} stage(s) need a browser (vlmagent.browser.Browser)")
     stages = [STAGES[name](cfg, browser) for name in cfg.reward.stages]
-    fp = fingerprint(CODE_VERSION, to_dict(cfg.reward), to_dict(cfg.browser))
+    fp = fingerprint(CODE_VERSION, to_dict(cfg.reward), to_dict(cfg.browser), to_dict(cfg.webgen))
     return Cascade(stages, cfg.reward.weights, cfg.reward.timeouts_s, fingerprint=fp,
                    cache_dir=cfg.reward.cache_dir or None)
 

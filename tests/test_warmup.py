@@ -153,3 +153,17 @@ def test_cascade_runs_warmup_then_readout_and_exports_a_plain_model(tmp_path, ti
     changed = [k for k, v in policy.core.model.visual.state_dict().items()
                if not torch.equal(v, visual[k])]
     assert changed and not any(warmup.HEADS in k for k in trained)
+
+
+def test_curve_lists_every_stage_and_domain():
+    text = cascade.curve({"sft": {"zoomgrid": {"accuracy": 0.5, "reward": 0.25,
+                                               "tool_call_rate": 1.0}},
+                          "gspo": {"zoomgrid": {"accuracy": 0.75, "reward": 0.5,
+                                                "tool_call_rate": 0.5},
+                                   "zoomqa": {"accuracy": 0.125, "reward": 0.125,
+                                              "tool_call_rate": 0.0}}})
+    rows = [r.split() for r in text.splitlines()]
+    assert rows[0] == ["stage", "domain", "accuracy", "reward", "tool", "use"]
+    assert rows[1:] == [["sft", "zoomgrid", "0.500", "0.250", "1.00"],
+                        ["gspo", "zoomgrid", "0.750", "0.500", "0.50"],
+                        ["gspo", "zoomqa", "0.125", "0.125", "0.00"]]

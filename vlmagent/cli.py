@@ -116,12 +116,9 @@ def cmd_train(args: argparse.Namespace) -> int:
     if not cfg.policy.path:
         raise UsageError("no model: set policy.path (e.g. `vlmagent tiny --out out/tiny`)")
     try:
-        results = cascade.run(cfg)
+        cascade.run(cfg)  # prints the held-out curve (stage x domain) at the end
     except ValueError as e:  # a bad stage list: name it, as for any config error
         raise UsageError(f"{args.config}: {e}") from None
-    for stage, domains in results.items():
-        print(f"{stage}: " + ", ".join(f"{d} accuracy {r['accuracy']:.3f} tool calls "
-                                       f"{r['tool_call_rate']:.2f}" for d, r in domains.items()))
     return 0
 
 

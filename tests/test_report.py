@@ -45,7 +45,12 @@ def lines(tmp: Path) -> list[dict]:
     broken = {"site": "broken", "reward": 0.1, "seconds": 0.5, "error": None, "stages": [
         stage("structure", 0.3, False, checks={"index_present": False},
               failures=[{"file": "index.html", "problem": "missing: about.html"}])]}
-    return [good, flawed, broken]
+    failed_build = {"site": "vite", "reward": 0.3, "seconds": 0.4, "error": None, "stages": [
+        stage("structure", 1.0, True, failures=[], ignored_files=[
+            {"file": "vite.config.js", "reason": "locked scaffold file"}]),
+        stage("build", 0.0, False, problem="build failed (exit code 1)",
+              log="error during build:\nsrc/App.tsx:2:27: ERROR: Unexpected closing tag")]}
+    return [good, flawed, broken, failed_build]
 
 
 def summary(ls):
@@ -58,8 +63,8 @@ def summary(ls):
 def test_batch_metrics_and_reasons(tmp_path):
     ls = lines(tmp_path)
     m = batch_metrics(ls)
-    assert m["functional_success_rate"] == pytest.approx(2 / 3)
-    assert m["valid_render_ratio"] == pytest.approx(2 / 3)
+    assert m["functional_success_rate"] == pytest.approx(2 / 4)
+    assert m["valid_render_ratio"] == pytest.approx(2 / 4)
     assert m["aesthetic_score"] == pytest.approx(3.0) and m["aesthetic_n"] == 2
     why = reasons(ls[0], STAGES)
     assert why == ["aesthetics: text_contrast 2.1 (band >= 4.5), score 0.40 on desktop "
@@ -69,6 +74,11 @@ def test_batch_metrics_and_reasons(tmp_path):
     assert "structure: index.html: missing: about.html" in broken
     assert "execution: not run (an earlier stage failed its gate)" in broken
     assert "execution: check links_ok scored 0.50" in reasons(ls[1], STAGES)
+    assert reasons(ls[3], ["structure", "build", "execution"]) == [
+        "structure: vite.config.js: ignored (locked scaffold file)",
+        "build: build failed (exit code 1)",
+        "build: log:\nerror during build:\nsrc/App.tsx:2:27: ERROR: Unexpected closing tag",
+        "execution: not run (an earlier stage failed its gate)"]
 
 
 @pytest.mark.browser
@@ -91,24 +101,25 @@ def test_a_person_sees_metrics_sorts_the_table_and_reads_why(tmp_path):
         pg.goto(out.as_uri())
         metric = {k: pg.inner_text(f'[data-metric="{k}"] b') for k in
                   ("functional_success_rate", "valid_render_ratio", "aesthetic_score")}
-        assert metric == {"functional_success_rate": "66.7%", "valid_render_ratio": "66.7%",
+        assert metric == {"functional_success_rate": "50.0%", "valid_render_ratio": "50.0%",
                           "aesthetic_score": "3.00"}
 
         def column(i):
             return pg.eval_on_selector_all("#sites tbody tr",
                                            f"rs => rs.map(r => r.cells[{i}].innerText)")
 
-        assert column(0) == ["good", "<b>flawed</b>", "broken"]  # by reward, shown as text
+        assert column(0) == ["good", "<b>flawed</b>", "vite", "broken"]  # by reward, as text
         pg.click('th[data-k="reward"]')
-        assert column(0) == ["broken", "<b>flawed</b>", "good"]
+        assert column(0) == ["broken", "vite", "<b>flawed</b>", "good"]
         pg.click('th[data-k="reward"]')
-        assert column(0) == ["good", "<b>flawed</b>", "broken"]
+        assert column(0) == ["good", "<b>flawed</b>", "vite", "broken"]
         pg.click('th[data-k="site"]')
-        assert column(0) == ["<b>flawed</b>", "broken", "good"]
+        assert column(0) == ["<b>flawed</b>", "broken", "good", "vite"]
         widths = pg.eval_on_selector_all(".thumb img", "is => is.map(i => i.naturalWidth)")
         assert widths == [128, 40, 128, 40]  # desktop and mobile thumbnails of two sites
         card = pg.inner_text("#site-broken")
         assert "missing: about.html" in card and "execution: not run" in card
         assert "grey on white" in pg.inner_text("#site-good")
+        assert "src/App.tsx:2:27: ERROR" in pg.inner_text("#site-vite")
         assert pg.evaluate("typeof alert") == "function" and problems == []
         browser.close()

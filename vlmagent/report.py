@@ -69,6 +69,7 @@ th[aria-sort=descending]::after{content:" \\25BC"}
 .thumb img{border:1px solid #d5d9de;max-height:60px;margin-right:4px;vertical-align:middle}
 .err{color:#8a1c1c}
 ul{margin:6px 0 0 18px;padding:0}
+li{white-space:pre-wrap}
 pre{background:#f2f3f5;padding:8px;overflow:auto;max-height:400px;font-size:12px}
 .muted{color:#68707c}
 """
@@ -126,8 +127,13 @@ def reasons(d: dict[str, Any], stages: list[str]) -> list[str]:
                 why = f": {m['why']}" if m.get("why") else ""
                 out.append(f"{name}: {m['name']} {_num(m.get('value'))}{band}, score "
                            f"{m['score']:.2f}{' on ' + where if where else ''}{why}")
-        if det.get("log_tail"):
-            out.append(f"{name}: log: {str(det['log_tail'])[-400:]}")
+        if det.get("problem") and not det.get("failures"):
+            out.append(f"{name}: {det['problem']}")
+        log = det.get("log_tail") or det.get("log")
+        if log and not s.get("passed", True):  # the head of a failed tool's log says why
+            out.append(f"{name}: log:\n{str(log).strip()[:600]}")
+        out += [f"{name}: {f['file']}: ignored ({f['reason']})"
+                for f in det.get("ignored_files", [])]
     out += [f"{s}: not run (an earlier stage failed its gate)" for s in stages if s not in ran
             and not d.get("error")]
     return out

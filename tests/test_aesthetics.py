@@ -235,7 +235,7 @@ def run_stage(browser, root, with_execution: bool, tmp=None):
 
 
 @pytest.mark.browser
-def test_details_contract_and_determinism(browser, tmp_path):
+def test_details_contract_and_determinism(browser, tmp_path, monkeypatch):
     root = write_site(tmp_path / "site", SITE)
     a = run_stage(browser, root, False)
     b = run_stage(browser, root, False)
@@ -252,9 +252,15 @@ def test_details_contract_and_determinism(browser, tmp_path):
                      "balance", "whitespace", "line_length", "typefaces", "mobile_overflow",
                      "viewport_meta", "palette_consistency", "font_consistency",
                      "nav_consistency"}
-    # after execution, with its screenshots reused from disk: the same measures and score
+    # after execution, which ran the script during its own visit and wrote the screenshots:
+    # no second page load, and the same measures and score
+    loads = []
+    inspect = browser.inspect_pages
+    monkeypatch.setattr(browser, "inspect_pages",
+                        lambda *a, **k: loads.append(a) or inspect(*a, **k))
     c = run_stage(browser, root, True, tmp_path / "art")
-    assert c.name == "aesthetics" and abs(c.score - a.score) < 1e-6
+    assert c.name == "aesthetics" and abs(c.score - a.score) < 1e-6 and loads == []
+    assert c.details["measures"] == d["measures"]
 
 
 @pytest.mark.browser

@@ -189,7 +189,7 @@ class Browser:
 
     # ------------------------------------------------------------ sites
     def visit_site(self, root: str | Path, shots_dir: str | Path | None = None,
-                   deadline: float | None = None) -> SiteVisit:
+                   deadline: float | None = None, measure: str | None = None) -> SiteVisit:
         """Crawl the site in `root` and report what happened; never raises for site behaviour.
 
         Screenshots go to shots_dir as p{i}-desktop.png / p{i}-mobile.png (desktop ones are
@@ -197,12 +197,15 @@ class Browser:
         dies mid-site it is relaunched and the site retried once, with a fresh budget.
         Raises BrowserError only when Chromium cannot be found or launched at all.
         `deadline` (time.monotonic()) caps the site budget, e.g. to a reward stage's timeout.
+        `measure`: an in-page script (the aesthetics stage's) run on every page at the desktop
+        and the mobile viewport, just before each screenshot; results in PageVisit.measures.
         """
         start = time.monotonic()
         for _ in range(2):
             visit = SiteVisit()
             try:
-                self._crawl(Path(root), Path(shots_dir) if shots_dir else None, visit, deadline)
+                self._crawl(Path(root), Path(shots_dir) if shots_dir else None, visit, deadline,
+                            measure)
                 break
             except BrowserError:
                 raise
@@ -217,12 +220,12 @@ class Browser:
         return visit
 
     def _crawl(self, root: Path, shots: Path | None, visit: SiteVisit,
-               deadline: float | None) -> None:
+               deadline: float | None, measure: str | None = None) -> None:
         cfg = self.cfg
         budget = time.monotonic() + cfg.site_budget_s
         with SiteServer(root) as server:
             run = js.Run(server, visit, min(budget, deadline) if deadline else budget,
-                         cfg.max_navigations_per_page)
+                         cfg.max_navigations_per_page, measure=measure)
             ctx = self._context(run, cfg.viewport_width, cfg.viewport_height)
             try:
                 self._crawler.site(ctx, run, root, shots)

@@ -247,6 +247,7 @@ class Crawler:
 
     def _screens(self, page: Any, run: Run, pv: PageVisit, index: int, shots: Path | None):
         cfg = self.cfg
+        self._measure(page, run, pv, "desktop")  # at the viewport, before shot() stretches it
         png = self.shot(page, run, cfg.viewport_width, pv.dom.get("height", 0))
         pv.blank = is_blank(png)
         if shots:
@@ -254,6 +255,7 @@ class Crawler:
             (shots / f"p{index}-desktop.png").write_bytes(png)
             pv.screenshot_desktop = str(shots / f"p{index}-desktop.png")
         self.resize(page, cfg.mobile_width, cfg.mobile_height)
+        self._measure(page, run, pv, "mobile")
         mobile = self.evaluate(page, js.MOBILE)
         pv.mobile_overflow_px = int(mobile["overflow"])
         if shots:
@@ -261,6 +263,14 @@ class Crawler:
             (shots / f"p{index}-mobile.png").write_bytes(png)
             pv.screenshot_mobile = str(shots / f"p{index}-mobile.png")
         self.resize(page, cfg.viewport_width, cfg.viewport_height)
+
+    def _measure(self, page: Any, run: Run, pv: PageVisit, viewport: str) -> None:
+        """Run the later stage's script (if any); a failure leaves it to that stage to retry."""
+        if run.measure:
+            try:
+                pv.measures[viewport] = self.evaluate(page, run.measure)
+            except self._d.error:
+                pv.measures.pop(viewport, None)
 
     def _interact(self, page: Any, run: Run, pv: PageVisit, kind: str, target: str,
                   before: tuple[int, float, int], url: str, navs: int, error: str | None) -> bool:

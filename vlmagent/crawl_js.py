@@ -46,6 +46,7 @@ class Run:
     blocked: set[str] = field(default_factory=set)
     page: Any = None  # the Playwright page driving this site (reused from page to page)
     pv: PageVisit = field(default_factory=lambda: PageVisit(path="/"))  # receives page events
+    measure: str | None = None  # a later stage's in-page script, run at each viewport (shots)
 
     @property
     def origin(self) -> str:

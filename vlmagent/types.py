@@ -116,6 +116,9 @@ class PageVisit:
     crashed: bool = False
     timed_out: bool = False
     dom: dict[str, Any] = field(default_factory=dict)  # DOM measures for later stages
+    # viewport -> result of a later stage's in-page script (aesthetics), taken during this visit
+    # so that stage need not load the page again; not part of the execution stage's details
+    measures: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass

@@ -8,6 +8,7 @@ from typing import Any
 
 from vlmagent.config import Config, to_dict
 from vlmagent.rewards.aesthetics import AestheticsStage
+from vlmagent.rewards.aesthetics_js import MEASURE
 from vlmagent.rewards.build import BuildStage
 from vlmagent.rewards.cascade import Cascade, SiteContext, compose, fingerprint, site_hash
 from vlmagent.rewards.execution import ExecutionStage
@@ -15,7 +16,11 @@ from vlmagent.rewards.structure import StructureStage
 
 STAGES: dict[str, Any] = {
     "structure": lambda cfg, browser: StructureStage(cfg.reward.structure),
-    "execution": lambda cfg, browser: ExecutionStage(browser, cfg.reward.execution),
+    # With aesthetics later in the cascade, execution runs its DOM script during the visit, so
+    # pages are loaded once per site rather than twice.
+    "execution": lambda cfg, browser: ExecutionStage(
+        browser, cfg.reward.execution,
+        measure=MEASURE if "aesthetics" in cfg.reward.stages else None),
     "build": lambda cfg, browser: BuildStage(cfg.webgen),  # scaffold projects: vite build
     "aesthetics": lambda cfg, browser: AestheticsStage(browser, cfg.reward.aesthetics,
                                                        cfg.browser),

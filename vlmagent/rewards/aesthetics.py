@@ -199,8 +199,15 @@ class AestheticsStage:
         shots = {(p.path, vp): self._reuse(site, getattr(p, f"screenshot_{vp}"))
                  for p in pages for vp in ("desktop", "mobile")}
         need = any(v is None for v in shots.values())
-        recs = self.browser.inspect_pages(site.root, [p.path for p in pages], MEASURE,
-                                          shoot=need, deadline=deadline)
+        if not need and all(p.measures.get(vp) is not None for p in pages
+                            for vp in ("desktop", "mobile")):
+            # execution ran our script on every page during its visit: no second load
+            recs = [{"path": p.path, "desktop": p.measures["desktop"], "error": None,
+                     "mobile": p.measures["mobile"], "png_desktop": None, "png_mobile": None}
+                    for p in pages]
+        else:
+            recs = self.browser.inspect_pages(site.root, [p.path for p in pages], MEASURE,
+                                              shoot=need, deadline=deadline)
         for r in recs:
             for vp in ("desktop", "mobile"):
                 r[f"png_{vp}"] = r.get(f"png_{vp}") or shots.get((r["path"], vp))

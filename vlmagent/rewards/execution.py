@@ -96,6 +96,7 @@ def grade_visit(visit: SiteVisit, cfg: ExecutionConfig) -> tuple[float, bool, di
 
 def _page_summary(p: PageVisit) -> dict[str, Any]:
     d = asdict(p)
+    d.pop("measures")  # raw DOM facts for the aesthetics stage, which reports its own findings
     for k in ("console_errors", "page_errors", "failed_requests", "http_errors",
               "internal_links"):
         d[k] = d[k][:MAX_LISTED]
@@ -142,15 +143,17 @@ class ExecutionStage:
 
     name = "execution"
 
-    def __init__(self, browser: Any, cfg: ExecutionConfig):
+    def __init__(self, browser: Any, cfg: ExecutionConfig, measure: str | None = None):
         self.browser = browser
         self.cfg = cfg
+        self.measure = measure  # the aesthetics stage's in-page script, run during the visit
 
     def __call__(self, site: SiteContext, deadline: float) -> StageScore:
         shots = site.artifacts if self.cfg.screenshots else None
         if shots is not None:
             shots.mkdir(parents=True, exist_ok=True)
-        visit = self.browser.visit_site(site.root, shots, deadline=deadline)
+        visit = self.browser.visit_site(site.root, shots, deadline=deadline,
+                                        measure=self.measure)
         for p in visit.pages:
             p.screenshot_desktop = site.link(p.screenshot_desktop)
             p.screenshot_mobile = site.link(p.screenshot_mobile)

@@ -256,3 +256,20 @@ def test_rollout_command_expert_and_sampled(policy, tmp_path, capsys):
     for r in (json.loads(x) for x in out.read_text().splitlines()):
         assert len(r["logps"]) == sum(r["loss_mask"]) > 0
     assert main(["rollout", *common, "--out", str(out), "policy.path="]) == 2
+
+
+def test_group_members_share_one_resized_prompt_image(policy, samples):
+    """A GRPO group resizes its prompt image once; the pixels are those of a plain resize."""
+    from vlmagent.tools.base import ImageCache, load_image, resize_seen
+
+    cache = ImageCache()
+    c = cfg(max_new_tokens=4, max_turns=1)
+    trajs = agent.rollout(policy, samples[:2], c, seed=0, group_size=3, image_cache=cache)
+    for g in (trajs[:3], trajs[3:]):
+        assert g[0].images[0] is g[1].images[0] is g[2].images[0]
+    assert trajs[0].images[0] is not trajs[3].images[0]
+    original = load_image(samples[0].images["image"])
+    want = resize_seen(original, trajs[0].images[0].size)
+    assert list(trajs[0].images[0].getdata()) == list(want.getdata())
+    again = agent.rollout(policy, samples[:1], c, seed=1, image_cache=cache)  # a later epoch
+    assert again[0].images[0] is trajs[0].images[0]

@@ -13,6 +13,7 @@ from PIL import Image
 
 from vlmagent.protocol import dispatch
 from vlmagent.tools import TOOLS, ToolEnv, default_seen_size, make_tools, smart_resize, validate
+from vlmagent.tools.base import ImageCache, resize_seen
 from vlmagent.tools.image import MAX_OUT_PIXELS, to_original, to_seen
 from vlmagent.types import Sample, ToolCall
 
@@ -411,3 +412,36 @@ def test_registry():
     spec = make_tools(["zoom"])["zoom"].spec()
     assert spec["function"]["name"] == "zoom"
     assert spec["function"]["parameters"]["required"] == ["bbox"]
+
+
+# ---------------------------------------------------------------- ImageCache
+def test_image_cache_decodes_once_and_shares_seen_copies(tmp_path):
+    path = tmp_path / "a.png"
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (300, 400, 3), np.uint8)).save(path)
+    cache = ImageCache()
+    a, b = cache.get(path), cache.get(path)
+    assert a is b and (cache.hits, cache.misses) == (1, 1)
+    s1, s2 = cache.seen(a, (112, 84)), cache.seen(b, (112, 84))
+    assert s1 is s2 and s1.size == (112, 84)
+    assert np.array_equal(np.asarray(s1), np.asarray(resize_seen(a, (112, 84))))
+    assert cache.seen(a, (56, 28)) is not s1  # another size is another copy
+    assert cache.seen(a, a.size) is a  # nothing to resize
+    # an image the cache did not decode (a tool's output, a copy) is resized, never looked up
+    other = a.copy()
+    assert cache.seen(other, (112, 84)) is not s1
+
+
+def test_image_cache_evicts_least_recently_used_within_its_budget(tmp_path):
+    paths = []
+    for i in range(3):
+        paths.append(tmp_path / f"{i}.png")
+        Image.new("RGB", (100, 100), (i, 0, 0)).save(paths[-1])
+    cache = ImageCache(max_bytes=2 * 100 * 100 * 3 + 56 * 56 * 3)  # two decoded + one seen
+    first = cache.get(paths[0])
+    cache.seen(first, (56, 56))
+    cache.get(paths[1])
+    cache.get(paths[2])  # over budget: the oldest entry (paths[0]) goes first
+    assert cache._bytes <= cache.max_bytes
+    again = cache.get(paths[0])
+    assert again is not first and cache.misses == 5  # 4 decodes + 1 resize
+    assert cache.seen(first, (56, 56)).size == (56, 56)  # evicted image: resized, not looked up

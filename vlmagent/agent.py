@@ -29,7 +29,7 @@ from vlmagent import protocol
 from vlmagent.config import AgentConfig
 from vlmagent.policy import Context, Generation
 from vlmagent.tools import make_tools
-from vlmagent.tools.base import ImageCache, ToolEnv
+from vlmagent.tools.base import ImageCache, ToolEnv, resize_seen
 from vlmagent.types import Sample, ToolCall, ToolResult, Trajectory, Turn
 
 MODES = ("tool", "text", "none")
@@ -47,6 +47,7 @@ class Episode:
     done: bool = False
     n_assistant: int = 0
     scripted: bool = False
+    cache: ImageCache | None = None  # shares seen-size copies across a group and epochs
 
     def context(self) -> Context:
         return Context(self.traj.token_ids, self.traj.images, self.traj.id)
@@ -109,8 +110,8 @@ def _tokens(policy: Any, text: str) -> list[int]:
 
 
 def start_episode(policy: Any, sample: Sample, cfg: AgentConfig, tools: dict[str, Any],
-                  index: int = 0, renderer: Any = None, shown: list[str] | None = None
-                  ) -> Episode:
+                  index: int = 0, renderer: Any = None, shown: list[str] | None = None,
+                  cache: ImageCache | None = None) -> Episode:
     """Prompt tokens (mask 0) for one sample: system turn with the tools, user turn with images."""
     fmt = protocol.get_format(cfg.format)
 
@@ -121,7 +122,7 @@ def start_episode(policy: Any, sample: Sample, cfg: AgentConfig, tools: dict[str
     env = ToolEnv.from_sample(sample, shown, renderer=renderer, seen_size=seen_size)
     traj = Trajectory(id=f"{sample.id}#{index}", sample_id=sample.id,
                       forced_mode=None if cfg.force_mode == "none" else cfg.force_mode)
-    ep = Episode(sample, traj, env)
+    ep = Episode(sample, traj, env, cache=cache)
     specs = protocol.render_tool_specs(tools)
     system = cfg.system_prompt
     use_template_tools = fmt.name == "hermes" and _template_renders_tools(policy, specs)
@@ -167,12 +168,9 @@ def _seen_image(ep: Episode, name: str) -> Image.Image:
     """The image `name` at the size the model sees it (the env keeps the original)."""
     ref = ep.env.images[name]
     ep.seen[name] = ref.seen
-    im = ref.image
-    if im.size == ref.seen:
-        return im
-    # reducing_gap: box-reduce first, then bicubic; ~4x faster on large downscales, and the
-    # exact pixels are saved with the trajectory, so training sees what sampling saw.
-    return im.resize(ref.seen, Image.Resampling.BICUBIC, reducing_gap=3.0)
+    if ep.cache is not None:
+        return ep.cache.seen(ref.image, ref.seen)
+    return resize_seen(ref.image, ref.seen)
 
 
 # ---------------------------------------------------------------- the loop
@@ -213,8 +211,8 @@ def rollout(policy: Any, samples: Sequence[Sample], cfg: AgentConfig, actor: Act
             if parsed is not None:
                 calls.append((e, parsed))
         results = _run_tools(calls, cfg, tools)
-        for (e, parsed), (result, names) in zip(calls, results):
-            _tool_turn(policy, e, result, names, cfg, fmt)
+        for (e, parsed), (result, names, images) in zip(calls, results):
+            _tool_turn(policy, e, result, names, images, cfg, fmt)
         if progress:
             progress(sum(e.done for e in active))
         rnd += 1
@@ -237,8 +235,8 @@ def step(policy: Any, e: Episode, g: Generation, cfg: AgentConfig,
     parsed = _assistant_turn(policy, e, g, cfg, fmt)
     if parsed is None:
         return None
-    [(result, names)] = _run_tools([(e, parsed)], cfg, tools)
-    _tool_turn(policy, e, result, names, cfg, fmt)
+    [(result, names, images)] = _run_tools([(e, parsed)], cfg, tools)
+    _tool_turn(policy, e, result, names, images, cfg, fmt)
     return result
 
 
@@ -261,7 +259,7 @@ def _start_all(policy: Any, samples: Sequence[Sample], cfg: AgentConfig, tools: 
         loaded = list(pool.map(load, samples))
         jobs = [(s, i) for s in loaded for i in range(group_size)]
         episodes = list(pool.map(lambda j: start_episode(policy, j[0], cfg, tools, j[1],
-                                                         renderer), jobs))
+                                                         renderer, cache=cache), jobs))
     for e, (s, _) in zip(episodes, [(s, i) for s in samples for i in range(group_size)]):
         e.sample = s  # keep the caller's sample (paths, not decoded pixels)
     return episodes
@@ -304,11 +302,13 @@ def _assistant_turn(policy: Any, e: Episode, g: Generation, cfg: AgentConfig,
 
 
 def _run_tools(calls: list[tuple[Episode, Any]], cfg: AgentConfig, tools: dict[str, Any]
-               ) -> list[tuple[ToolResult, list[str]]]:
+               ) -> list[tuple[ToolResult, list[str], list[Image.Image]]]:
     """Run this round's calls: thread-safe tools concurrently (PIL releases the GIL), others
-    in order. Each result comes with the names of the images it added to its episode."""
+    in order. Each result comes with the names of the images it added to its episode and
+    those images at the size the model sees them (resized in the same worker: a zoom's output
+    is large, and resizing it serially afterwards cost as much as the tool itself)."""
 
-    def run(job: tuple[Episode, Any]) -> tuple[ToolResult, list[str]]:
+    def run(job: tuple[Episode, Any]) -> tuple[ToolResult, list[str], list[Image.Image]]:
         e, parsed = job
         t = time.perf_counter()
         before = set(e.env.images)
@@ -323,14 +323,15 @@ def _run_tools(calls: list[tuple[Episode, Any]], cfg: AgentConfig, tools: dict[s
         # DriveAgent-R1 call quality (parsed, exists, args valid, ran), for mode rewards
         e.traj.meta.setdefault("call_quality", []).append(
             protocol.call_quality(parsed, tools, result))
+        seen = [_seen_image(e, n) for n in names]
         e.traj.timings["tools_s"] += time.perf_counter() - t
-        return result, names
+        return result, names, seen
 
     def safe(job: tuple[Episode, Any]) -> bool:
         name = getattr(job[1], "name", None)
         return getattr(tools.get(name), "thread_safe", True) if name in tools else True
 
-    out: dict[int, tuple[ToolResult, list[str]]] = {}
+    out: dict[int, tuple[ToolResult, list[str], list[Image.Image]]] = {}
     par = [j for j in calls if safe(j)]
     if len(par) > 1:
         with ThreadPoolExecutor(max_workers=min(len(par), os.cpu_count() or 1)) as pool:
@@ -342,14 +343,13 @@ def _run_tools(calls: list[tuple[Episode, Any]], cfg: AgentConfig, tools: dict[s
 
 
 def _tool_turn(policy: Any, e: Episode, result: ToolResult, names: list[str],
-               cfg: AgentConfig, fmt: Any) -> None:
+               images: list[Image.Image], cfg: AgentConfig, fmt: Any) -> None:
     turn = e.traj.turns[-1]
     if result.error:
         e.traj.n_tool_errors += 1
         turn.error = result.error
     body = f"Error: {result.error}" if result.error else result.text
     rendered = fmt.render_result(body, len(names))
-    images = [_seen_image(e, n) for n in names]
     content: list[dict[str, Any]] = []
     for i, piece in enumerate(rendered.split(protocol.IMAGE)):
         if piece:

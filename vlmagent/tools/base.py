@@ -116,17 +116,29 @@ def load_image(src: Any) -> Image.Image:
         return im.convert("RGB")
 
 
+def resize_seen(im: Image.Image, size: tuple[int, int]) -> Image.Image:
+    """`im` at the size the model sees it. reducing_gap: box-reduce first, then bicubic (~4x
+    faster on large downscales); trajectories save these exact pixels, so training sees what
+    sampling saw."""
+    if im.size == tuple(size):
+        return im
+    return im.resize(tuple(size), Image.Resampling.BICUBIC, reducing_gap=3.0)
+
+
 class ImageCache:
-    """Decoded images by (path, mtime, size), least recently used out beyond `max_bytes`.
+    """Decoded images by (path, mtime, size), and their resized copies at the sizes the model
+    saw them, least recently used out beyond `max_bytes`.
 
     RL revisits the same samples every epoch and G times per group; decoding a large PNG costs
-    tens of milliseconds, more than a tiny model's whole turn. Callers hold the cache (one per
-    training run); images are shared, read-only: tools crop and resize, never draw in place.
+    tens of milliseconds and resizing it about ten, more than a tiny model's whole turn. Callers
+    hold the cache (one per training run); images are shared, read-only: tools crop and resize,
+    never draw in place.
     """
 
     def __init__(self, max_bytes: int = 1 << 30):
         self.max_bytes = max_bytes
-        self._items: OrderedDict[tuple, Image.Image] = OrderedDict()
+        self._items: OrderedDict[tuple, Image.Image] = OrderedDict()  # key or (key, size)
+        self._keys: dict[int, tuple] = {}  # id of a cached decoded image -> its key
         self._bytes = 0
         self._lock = threading.Lock()
         self.hits = self.misses = 0
@@ -136,21 +148,46 @@ class ImageCache:
             return load_image(src)
         st = os.stat(src)
         key = (str(src), st.st_mtime_ns, st.st_size)
+        im = self._lookup(key)
+        if im is not None:
+            return im
+        im = load_image(src)  # decode outside the lock: threads overlap their decodes
+        return self._store(key, im, decoded=True)
+
+    def seen(self, im: Image.Image, size: tuple[int, int]) -> Image.Image:
+        """resize_seen(im, size), computed once per cached image and size (a GRPO group's
+        members and later epochs share it); images the cache did not decode are just resized."""
+        with self._lock:
+            key = self._keys.get(id(im))
+            ok = key is not None and self._items.get(key) is im  # not a recycled id
+        if not ok or im.size == tuple(size):
+            return resize_seen(im, size)
+        k = (key, tuple(size))
+        out = self._lookup(k)
+        return out if out is not None else self._store(k, resize_seen(im, size))
+
+    def _lookup(self, key: tuple) -> Image.Image | None:
         with self._lock:
             im = self._items.get(key)
             if im is not None:
                 self._items.move_to_end(key)
                 self.hits += 1
-                return im
-        im = load_image(src)  # decode outside the lock: threads overlap their decodes
+            return im
+
+    def _store(self, key: tuple, im: Image.Image, decoded: bool = False) -> Image.Image:
         with self._lock:
             self.misses += 1
-            if key not in self._items:
-                self._items[key] = im
-                self._bytes += im.width * im.height * 3
+            if key in self._items:  # another thread got there first: keep one copy
+                return self._items[key]
+            self._items[key] = im
+            if decoded:
+                self._keys[id(im)] = key
+            self._bytes += im.width * im.height * 3
             while self._bytes > self.max_bytes and len(self._items) > 1:
-                _, old = self._items.popitem(last=False)
+                old_key, old = self._items.popitem(last=False)
                 self._bytes -= old.width * old.height * 3
+                if self._keys.get(id(old)) == old_key:
+                    del self._keys[id(old)]
         return im
 
 

@@ -63,8 +63,9 @@ def folder_name(rid: str) -> str:
     return f"{safe}-{hashlib.sha256(rid.encode('utf-8', 'surrogatepass')).hexdigest()[:8]}"
 
 
-def with_scaffold(cfg: Config, name: str | None) -> Config:
-    """cfg for this scaffold: webgen.scaffold set, "build" in the stages when it needs one."""
+def with_scaffold(cfg: Config, name: str | None) -> tuple[Config, webgen.Scaffold]:
+    """cfg for this scaffold (webgen.scaffold set, "build" in the stages when it needs one), and
+    the scaffold."""
     cfg = copy.deepcopy(cfg)
     cfg.webgen.scaffold = name or cfg.webgen.scaffold
     try:
@@ -76,7 +77,7 @@ def with_scaffold(cfg: Config, name: str | None) -> Config:
         at = stages.index("structure") + 1 if "structure" in stages else 0
         stages.insert(at, "build")
         log.info("scaffold %s builds: reward stages %s", scaffold.name, stages)
-    return cfg
+    return cfg, scaffold
 
 
 def score_responses(responses: str | Path, out: str | Path, cfg: Config | None = None,
@@ -84,8 +85,7 @@ def score_responses(responses: str | Path, out: str | Path, cfg: Config | None =
                     resume: bool = False, report: str | Path | None = None,
                     progress: bool = True) -> Summary:
     t0 = time.monotonic()
-    cfg = with_scaffold(cfg or Config(), scaffold)
-    sc = webgen.load_scaffold(cfg.webgen.scaffold)
+    cfg, sc = with_scaffold(cfg or Config(), scaffold)
     items = read_responses(responses)
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -134,12 +134,12 @@ def run_bounded(cmd: list[str], cwd: Path, env: dict[str, str], timeout_s: float
 class BuildStage:
     name = "build"
 
-    def __init__(self, cfg: WebgenConfig, scaffold: Path = SCAFFOLD):
+    def __init__(self, cfg: WebgenConfig, scaffold: str = "vite-react"):
+        # webgen imports rewards.cascade, so a top-level import here would be circular
+        from vlmagent.domains.webgen import load_scaffold
+
         self.cfg = cfg
-        self.scaffold = scaffold
-        self.locked = {p.relative_to(scaffold).as_posix(): p.read_bytes()
-                       for p in sorted(scaffold.rglob("*"))
-                       if p.is_file() and p.name != "scaffold.json"}
+        self.locked = load_scaffold(scaffold).locked  # the same files the parser protects
 
     def _fail(self, problem: str, **details: Any) -> StageScore:
         return StageScore(self.name, 0.0, False, {"problem": problem, **details})

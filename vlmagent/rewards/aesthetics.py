@@ -168,7 +168,9 @@ class AestheticsStage:
                  browser_cfg: BrowserConfig | None = None, judge: Any = None) -> None:
         bands(cfg)  # fail at construction on a bad band, not on the first site
         self.browser, self.cfg = browser, cfg
-        self.max_height = float((browser_cfg or BrowserConfig()).max_screenshot_height)
+        bc = browser_cfg or BrowserConfig()
+        self.max_height = float(bc.max_screenshot_height)
+        self.screens = {"desktop": bc.viewport_height, "mobile": bc.mobile_height}
         self.judge = judge or build_judge(cfg)
 
     def _pages(self, site: SiteContext, deadline: float) -> list[Any]:
@@ -215,7 +217,7 @@ class AestheticsStage:
         metric = round(5.0 * score, 6)
         ev = Evidence([Shot(r["path"], vp, r[f"png_{vp}"]) for r in recs
                        for vp in ("desktop", "mobile") if r.get(f"png_{vp}")],
-                      metric if n else None)
+                      metric if n else None, self.screens)
         details: dict[str, Any] = {"aesthetic_score": metric, "measures": measures, "pages": n}
         if self.judge.name != "metrics":
             verdict = self.judge(ev, deadline)

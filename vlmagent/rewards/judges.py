@@ -54,6 +54,8 @@ class Evidence:
 
     shots: list[Shot] = field(default_factory=list)
     metrics_score: float | None = None  # 0..5 from the measures
+    # viewport -> its height: judges see the first screen of each full-page shot
+    screens: dict[str, int] = field(default_factory=lambda: {"desktop": 800, "mobile": 812})
 
 
 @dataclass
@@ -107,12 +109,12 @@ class MetricsJudge:
         return Verdict(self.name, ev.metrics_score, attempts=1)
 
 
-def _first_screen(png: bytes, height: int) -> Any:
+def _first_screen(ev: Evidence, shot: Shot) -> Any:
     """The first screen of a full-page screenshot, as a PIL image."""
     from PIL import Image
 
-    im = Image.open(io.BytesIO(png)).convert("RGB")
-    return im.crop((0, 0, im.width, min(im.height, height)))
+    im = Image.open(io.BytesIO(shot.png)).convert("RGB")
+    return im.crop((0, 0, im.width, min(im.height, ev.screens[shot.viewport])))
 
 
 def _pick(shots: list[Shot], n: int) -> list[Shot]:
@@ -154,7 +156,7 @@ class VLMJudge:
             policy = self.policy()
             images = []
             for s in shots:
-                im = _first_screen(s.png, 800 if s.viewport == "desktop" else 812)
+                im = _first_screen(ev, s)
                 seen = policy.seen_size(im.width, im.height, None, self.cfg.max_pixels)
                 images.append(im.resize(seen, Image.Resampling.BICUBIC))
             content = [{"type": "image", "image": im} for im in images]
@@ -183,12 +185,12 @@ class OpenAIJudge:
         self._slots = threading.BoundedSemaphore(max(1, cfg.concurrency))
         self._sleep = sleep
 
-    def _body(self, shots: list[Shot]) -> bytes:
+    def _body(self, ev: Evidence, shots: list[Shot]) -> bytes:
         from PIL import Image
 
         content: list[dict[str, Any]] = [{"type": "text", "text": RUBRIC}]
         for s in shots:
-            im = _first_screen(s.png, 800 if s.viewport == "desktop" else 812)
+            im = _first_screen(ev, s)
             if im.width > self.cfg.image_width:
                 h = max(1, round(im.height * self.cfg.image_width / im.width))
                 im = im.resize((self.cfg.image_width, h), Image.Resampling.BICUBIC)
@@ -216,7 +218,7 @@ class OpenAIJudge:
         shots = _pick(ev.shots, self.cfg.images)
         if not shots:
             return Verdict(self.name, None, error="no screenshots to judge")
-        body = self._body(shots)
+        body = self._body(ev, shots)
         end = deadline if deadline is not None else float("inf")
         error, attempts = "not attempted", 0
         for attempt in range(self.cfg.retries + 1):

@@ -1,4 +1,5 @@
-"""Pure-torch helpers for policy.py: resize rule, padding, sampling, merged LoRA weights.
+"""Pure-torch helpers for policy.py: resize rule, image dedupe, padding, sampling, merged LoRA
+weights.
 
 No transformers or peft imports here (only policy.py and tiny.py import those).
 """
@@ -7,6 +8,7 @@ from __future__ import annotations
 import torch
 from torch.utils.checkpoint import checkpoint
 
+from vlmagent.tools.base import image_key
 from vlmagent.tools.base import smart_resize as _smart_resize_hw
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16,
@@ -30,6 +32,20 @@ def smart_resize(width: int, height: int, factor: int, min_pixels: int,
     """Qwen-VL's smart_resize rule in (width, height) order (one implementation: tools/base)."""
     h, w = _smart_resize_hw(height, width, factor, min_pixels, max_pixels)
     return w, h
+
+
+def dedupe_images(images: list) -> tuple[list, list[int]]:
+    """Unique images by content, and for every image the index of its unique copy."""
+    seen: dict[str, int] = {}
+    uniq: list = []
+    where = []
+    for im in images:
+        key = image_key(im)
+        if key not in seen:
+            seen[key] = len(uniq)
+            uniq.append(im)
+        where.append(seen[key])
+    return uniq, where
 
 
 def pad_left(seqs: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:

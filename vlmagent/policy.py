@@ -15,7 +15,6 @@ Every forward pass first runs `check_invariants` (image pad tokens vs image_grid
 """
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,6 +25,7 @@ from PIL import Image
 from vlmagent.config import LoraSettings, PolicyConfig
 from vlmagent.modelio import (
     chunked_logps,
+    dedupe_images,
     merged_state_dict,
     pad_left,
     pad_runs,
@@ -153,6 +153,13 @@ class Policy:
                                f"expected {want.tolist()}")
         return {"pixel_values": out["pixel_values"], "image_grid_thw": grid}
 
+    def image_features(self, enc: dict[str, torch.Tensor]) -> Any:
+        """The vision tower on encode_images' output; .pooler_output holds each image's merged
+        tokens ([tokens, hidden]), which the language model reads as they are."""
+        dev = self.device
+        return self.core.model.get_image_features(enc["pixel_values"].to(dev),
+                                                  enc["image_grid_thw"].to(dev), return_dict=True)
+
     # ------------------------------------------------------------ text
     def chat_tokens(self, messages: list[dict[str, Any]], tools: list[dict] | None = None,
                     add_generation_prompt: bool = False, continuation: bool = False) -> list[int]:
@@ -252,8 +259,7 @@ class Policy:
         batch: dict[str, Any] = {"input_ids": ids, "attention_mask": mask,
                                  "position_ids": positions}
         if enc and share:
-            feats = self.core.model.get_image_features(
-                enc["pixel_values"].to(dev), enc["image_grid_thw"].to(dev), return_dict=True)
+            feats = self.image_features(enc)
             feats.pooler_output = tuple(feats.pooler_output[i] for i in where)
             batch["mm_encoder_outputs"] = {"image": feats}
             batch["image_grid_thw"] = grid.to(dev)
@@ -355,20 +361,6 @@ class Policy:
 
 
 # ---------------------------------------------------------------- helpers
-def dedupe_images(images: list[Image.Image]) -> tuple[list[Image.Image], list[int]]:
-    """Unique images by content, and for every image the index of its unique copy."""
-    seen: dict[tuple, int] = {}
-    uniq: list[Image.Image] = []
-    where = []
-    for im in images:
-        key = (im.size, im.mode, hashlib.blake2b(im.tobytes(), digest_size=16).digest())
-        if key not in seen:
-            seen[key] = len(uniq)
-            uniq.append(im)
-        where.append(seen[key])
-    return uniq, where
-
-
 def _is_peft(model: torch.nn.Module) -> bool:
     return hasattr(model, "peft_config") and hasattr(model, "get_base_model")
 

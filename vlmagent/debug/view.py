@@ -5,7 +5,6 @@ stays small and an image the page already has is not sent again.
 """
 from __future__ import annotations
 
-import hashlib
 import io
 import threading
 from collections import OrderedDict
@@ -15,7 +14,7 @@ from PIL import Image
 
 from vlmagent.domains import DOMAINS, get_domain
 from vlmagent.protocol import ParseError
-from vlmagent.tools.base import FACTOR
+from vlmagent.tools.base import FACTOR, image_key
 from vlmagent.types import ToolCall, Trajectory
 
 from .session import Session
@@ -32,10 +31,7 @@ class ImageStore:
         self._lock = threading.Lock()
 
     def put(self, im: Image.Image) -> str:
-        h = hashlib.blake2b(digest_size=12)
-        h.update(f"{im.size}{im.mode}".encode())
-        h.update(im.tobytes())
-        key = h.hexdigest()
+        key = image_key(im)
         with self._lock:
             if key not in self._items:
                 self._items[key] = im

@@ -5,6 +5,7 @@ ToolResult(error=...), never as an exception: the model reads the error and can 
 """
 from __future__ import annotations
 
+import hashlib
 import math
 import os
 import threading
@@ -114,6 +115,14 @@ def load_image(src: Any) -> Image.Image:
         return src if src.mode == "RGB" else src.convert("RGB")
     with Image.open(Path(src)) as im:
         return im.convert("RGB")
+
+
+def image_key(im: Image.Image) -> str:
+    """A content key: equal for images with the same size, mode and pixels."""
+    h = hashlib.blake2b(digest_size=16)
+    h.update(f"{im.size}{im.mode}".encode())
+    h.update(im.tobytes())
+    return h.hexdigest()
 
 
 def resize_seen(im: Image.Image, size: tuple[int, int]) -> Image.Image:

@@ -77,10 +77,7 @@ def remove(policy: Any) -> None:
 
 def image_tokens(policy: Any, images: list[Any]) -> list[torch.Tensor]:
     """The vision tower's merged output tokens per image ([tokens, dim] each)."""
-    enc = policy.encode_images(images)
-    grid = enc["image_grid_thw"].to(policy.device)
-    return list(policy.core.model.get_image_features(enc["pixel_values"].to(policy.device),
-                                                     grid).pooler_output)
+    return list(policy.image_features(policy.encode_images(images)).pooler_output)
 
 
 def decision_mask(policy: Any, traj: Trajectory, calls: bool = True) -> list[int]:

@@ -15,11 +15,11 @@ import tempfile
 import time
 from pathlib import Path
 
-from vlmagent.browser import Browser
+from vlmagent.web.browser import Browser
 from vlmagent.config import Config
 from vlmagent.rewards import SiteContext, build_cascade
-from vlmagent.scoring import score
-from vlmagent.sitegen import generate_sites
+from vlmagent.scoring.sites import score
+from vlmagent.web.sitegen import generate_sites
 
 
 def naive(sites: list[Path], cfg: Config, shots: Path) -> dict[str, float]:

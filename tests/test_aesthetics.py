@@ -7,7 +7,7 @@ import re
 import numpy as np
 import pytest
 
-from vlmagent.browser import Browser
+from vlmagent.web.browser import Browser
 from vlmagent.config import AestheticsConfig, BrowserConfig, Config, ConfigError, load
 from vlmagent.rewards import SiteContext, build_cascade
 from vlmagent.rewards import aesthetics_measures as m
@@ -20,7 +20,7 @@ from vlmagent.rewards.aesthetics import (
     measure_page,
 )
 from vlmagent.rewards.aesthetics_js import MEASURE
-from vlmagent.sitegen import write_site
+from vlmagent.web.sitegen import write_site
 
 CFG = BrowserConfig(nav_timeout_s=5.0, page_budget_s=8.0, site_budget_s=30.0, settle_ms=50,
                     max_pages=4, max_screenshot_height=2000)

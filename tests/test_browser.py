@@ -14,11 +14,11 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from vlmagent.browser import Browser, BrowserError, find_chromium
+from vlmagent.web.browser import Browser, BrowserError, find_chromium
 from vlmagent.config import BrowserConfig
-from vlmagent.crawl import is_blank
-from vlmagent.sitegen import FAULTS, generate_sites, write_hostile_sites, write_site
-from vlmagent.siteserver import SiteServer
+from vlmagent.web.crawl import is_blank
+from vlmagent.web.sitegen import FAULTS, generate_sites, write_hostile_sites, write_site
+from vlmagent.web.siteserver import SiteServer
 from vlmagent.types import SiteVisit
 
 pytestmark = pytest.mark.browser

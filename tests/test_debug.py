@@ -294,7 +294,7 @@ def test_cli_debug_starts_on_shipped_sample_and_prints_address():
 def chromium():
     from playwright.sync_api import sync_playwright
 
-    from vlmagent.browser import BASE_ARGS, find_chromium
+    from vlmagent.web.browser import BASE_ARGS, find_chromium
     from vlmagent.config import BrowserConfig
 
     try:

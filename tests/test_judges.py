@@ -252,11 +252,11 @@ def test_vlm_judge_failures_are_recorded():
 # ---------------------------------------------------------------- in the stage
 @pytest.mark.browser
 def test_stage_uses_the_judge_and_falls_back_on_failure(serve, tmp_path):
-    from vlmagent.browser import Browser
+    from vlmagent.web.browser import Browser
     from vlmagent.config import BrowserConfig
     from vlmagent.rewards import SiteContext
     from vlmagent.rewards.aesthetics import AestheticsStage
-    from vlmagent.sitegen import write_site
+    from vlmagent.web.sitegen import write_site
 
     root = write_site(tmp_path / "s", {"index.html": "<!doctype html><title>t</title>"
                                        "<h1>Hello</h1><p>A small page.</p>"})

@@ -10,7 +10,7 @@ from vlmagent.protocol import (
     FORMATS,
     IMAGE,
     MODE_HINT,
-    STAGES,
+    THINK_TAGS,
     ParseError,
     call_quality,
     dispatch,
@@ -257,7 +257,7 @@ def test_modes_answers_and_stages():
     assert parse_answer("<answer>unclosed") is None
     assert parse_answer("<meta actions>[a]</meta actions>", "meta actions") == "[a]"
     full = "<description>a</description><reasoning>b</reasoning><prediction>c</prediction>"
-    assert stage_tags(full) == list(STAGES)
+    assert stage_tags(full) == list(THINK_TAGS)
     assert stage_tags("<prediction>c</prediction><description>a</description>") == \
         ["prediction", "description"]
     assert stage_tags("<reasoning>unclosed <description>a</description>") == ["description"]

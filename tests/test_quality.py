@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from vlmagent import scoring
+from vlmagent.scoring import sites as scoring
 from vlmagent.config import Config
 
 SITES = Path(__file__).resolve().parents[1] / "data" / "sites"

@@ -7,10 +7,10 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from vlmagent.browser import find_chromium
+from vlmagent.web.browser import find_chromium
 from vlmagent.config import BrowserConfig
-from vlmagent.report import batch_metrics, reasons, write_report
-from vlmagent.scoring import Summary
+from vlmagent.scoring.report import batch_metrics, reasons, write_report
+from vlmagent.scoring.sites import Summary
 
 STAGES = ["structure", "execution", "aesthetics"]
 

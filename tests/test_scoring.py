@@ -14,7 +14,7 @@ import pytest
 
 from vlmagent.cli import main
 from vlmagent.config import Config
-from vlmagent.sitegen import generate_sites, write_hostile_sites
+from vlmagent.web.sitegen import generate_sites, write_hostile_sites
 
 FAST = ["browser.nav_timeout_s=3", "browser.page_budget_s=6", "browser.site_budget_s=12",
         "browser.max_pages=3", "browser.max_clicks_per_page=3"]

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from vlmagent.sitegen import generate_sites, write_hostile_sites, write_site
-from vlmagent.siteserver import SiteServer, resolve
+from vlmagent.web.sitegen import generate_sites, write_hostile_sites, write_site
+from vlmagent.web.siteserver import SiteServer, resolve
 
 PASSWD = b"root:x:0:0"
 

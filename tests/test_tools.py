@@ -372,7 +372,7 @@ def test_render_html(tmp_path):
 
 @pytest.mark.browser
 def test_render_html_real_browser():
-    from vlmagent.browser import Browser
+    from vlmagent.web.browser import Browser
 
     with Browser() as browser:
         env = ToolEnv(renderer=browser)
@@ -384,7 +384,7 @@ def test_render_html_real_browser():
 
 @pytest.mark.browser
 def test_render_html_path_real_browser(tmp_path):
-    from vlmagent.browser import Browser
+    from vlmagent.web.browser import Browser
 
     site = tmp_path / "site"
     (site / "css").mkdir(parents=True)

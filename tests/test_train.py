@@ -17,7 +17,7 @@ from safetensors.torch import load_file
 from vlmagent import config
 from vlmagent.cli import main
 from vlmagent.tiny import build_tiny
-from vlmagent.train import cascade
+from vlmagent.train import pipeline
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -88,7 +88,7 @@ def test_sigkill_then_resume_equals_uninterrupted(tmp_path, tiny):
     for d in (ref_dir, run_dir):
         d.mkdir()
     ref = cfg_file(ref_dir, tiny, steps=8, every=2)
-    cascade.run(config.load(ref))  # uninterrupted, in process
+    pipeline.run(config.load(ref))  # uninterrupted, in process
     path = cfg_file(run_dir, tiny, steps=8, every=2)
     shutil.copytree(ref_dir / "data", run_dir / "data")  # same samples, no regeneration
     cmd = [sys.executable, "-m", "vlmagent.cli", "train", str(path)]
@@ -126,7 +126,7 @@ def test_two_ranks_under_accelerate_end_identical(tmp_path, tiny):
     one = tmp_path / "one"
     one.mkdir()
     shutil.copytree(tmp_path / "data", one / "data")
-    cascade.run(config.load(cfg_file(one, tiny, steps=4, every=0)))
+    pipeline.run(config.load(cfg_file(one, tiny, steps=4, every=0)))
     a, b = weights(tmp_path / "out" / "sft"), weights(one / "out" / "sft")
     assert max((a[k] - b[k]).abs().max().item() for k in a) < 1e-4
 

@@ -12,7 +12,7 @@ from vlmagent import config
 from vlmagent.config import StageConfig, resolve_stage
 from vlmagent.policy import Policy
 from vlmagent.tiny import build_tiny
-from vlmagent.train import cascade, warmup
+from vlmagent.train import pipeline, warmup
 from vlmagent.train.common import StageRun, make_accelerator
 from vlmagent.train.data import expert_trajectories, samples
 
@@ -141,7 +141,7 @@ def test_cascade_runs_warmup_then_readout_and_exports_a_plain_model(tmp_path, ti
                              "{kind: readout, steps: 2}]"])
     policy = Policy.from_pretrained(tiny)
     visual = {k: v.clone() for k, v in policy.core.model.visual.state_dict().items()}
-    results = cascade.run(cfg, policy)
+    results = pipeline.run(cfg, policy)
     assert set(results) == {"warmup", "readout"}
     out = tmp_path / "out"
     lines = [json.loads(x) for x in (out / "warmup" / "metrics.jsonl").read_text().splitlines()]

@@ -13,7 +13,7 @@ import pytest
 
 from vlmagent.cli import main
 from vlmagent.config import Config, ExecutionConfig, StructureConfig, WebgenConfig
-from vlmagent.domains import webgen
+from vlmagent.web import webgen
 from vlmagent.rewards.build import BuildStage, node_modules_path
 from vlmagent.rewards.cascade import Cascade, SiteContext
 from vlmagent.rewards.execution import ExecutionStage
@@ -276,7 +276,7 @@ def test_without_node_permissions_a_scan_refuses_escaping_references(tmp_path, m
 @needs_vite
 @pytest.mark.browser
 def test_vite_build_then_chromium_sees_the_built_page(tmp_path):
-    from vlmagent.browser import Browser
+    from vlmagent.web.browser import Browser
 
     cfg = Config()
     with Browser(cfg.browser) as browser:

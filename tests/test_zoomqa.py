@@ -7,7 +7,7 @@ import pytest
 from PIL import Image
 
 from vlmagent.domains import DOMAINS, get_domain, zoomqa
-from vlmagent.protocol import FORMATS, STAGES, dispatch, parse_answer, parse_mode, stage_tags
+from vlmagent.protocol import FORMATS, THINK_TAGS, dispatch, parse_answer, parse_mode, stage_tags
 from vlmagent.tools import ToolEnv, default_seen_size, make_tools
 from vlmagent.tools.image import to_original, to_seen
 from vlmagent.types import Sample
@@ -182,12 +182,12 @@ def test_expert_turns_run_through_the_real_protocol(fmt, samples):
         assert o[0] <= x0 and o[1] <= y0 and o[2] >= x1 and o[3] >= y1  # covers the frame
         assert (o[2] - o[0]) - (x1 - x0) <= 2 * ref.size[0] / ref.seen[0] + 1  # and not much more
         text = "".join(turns)
-        assert parse_mode(text) == "tool" and stage_tags(text) == list(STAGES)
+        assert parse_mode(text) == "tool" and stage_tags(text) == list(THINK_TAGS)
         assert parse_answer(text) == s.answer and zoomqa.check(turns[-1], s) == 1.0
         assert FORMATS[fmt].parse(turns[1]) is None
 
         (only,) = zoomqa.expert_turns(s, "text", default_seen_size, fmt)
-        assert parse_mode(only) == "text" and stage_tags(only) == list(STAGES)
+        assert parse_mode(only) == "text" and stage_tags(only) == list(THINK_TAGS)
         assert FORMATS[fmt].parse(only) is None and zoomqa.check(only, s) == 1.0
     with pytest.raises(ValueError, match="valid: tool, text"):
         zoomqa.expert_turns(samples[0], "auto", default_seen_size)

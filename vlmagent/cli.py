@@ -33,20 +33,21 @@ def _split_overrides(items: list[str]) -> tuple[list[str], list[str]]:
 
 
 def cmd_score(args: argparse.Namespace) -> int:
-    from vlmagent import scoring
+    from vlmagent.errors import UsageError
+    from vlmagent.scoring import sites as scoring
 
     paths, overrides = _split_overrides(args.paths + args.extra)
     if args.from_responses and paths:
-        raise scoring.UsageError("give site folders or --from-responses, not both")
+        raise UsageError("give site folders or --from-responses, not both")
     if not paths and not args.from_responses:
-        raise scoring.UsageError("give at least one site folder or folder of sites")
+        raise UsageError("give at least one site folder or folder of sites")
     if getattr(args, "judge", None):
         overrides.append(f"reward.aesthetics.judge={args.judge}")
     cfg = config_mod.load(args.config, overrides)
     if args.workers is not None and args.workers < 1:
-        raise scoring.UsageError("--workers must be at least 1")
+        raise UsageError("--workers must be at least 1")
     if args.from_responses:  # model output -> projects (domains/webgen.py) -> the same cascade
-        from vlmagent.score_responses import score_responses
+        from vlmagent.scoring.responses import score_responses
         summary = score_responses(args.from_responses, args.out, cfg, scaffold=args.scaffold,
                                   workers=args.workers, resume=args.resume, report=args.report,
                                   progress=not args.quiet)
@@ -66,7 +67,7 @@ def cmd_rollout(args: argparse.Namespace) -> int:
     from vlmagent import agent, trajectory
     from vlmagent.domains import get_domain
     from vlmagent.policy import Policy
-    from vlmagent.scoring import UsageError
+    from vlmagent.errors import UsageError
 
     cfg = config_mod.load(args.config, args.overrides + args.extra)
     if args.n < 1:
@@ -109,14 +110,14 @@ def cmd_rollout(args: argparse.Namespace) -> int:
 
 def cmd_train(args: argparse.Namespace) -> int:
     """The staged training pipeline; run it under `accelerate launch -m vlmagent.cli train`."""
-    from vlmagent.scoring import UsageError
-    from vlmagent.train import cascade
+    from vlmagent.errors import UsageError
+    from vlmagent.train import pipeline
 
     cfg = config_mod.load(args.config, args.overrides + args.extra)
     if not cfg.policy.path:
         raise UsageError("no model: set policy.path (e.g. `vlmagent tiny --out out/tiny`)")
     try:
-        cascade.run(cfg)  # prints the held-out curve (stage x domain) at the end
+        pipeline.run(cfg)  # prints the held-out curve (stage x domain) at the end
     except ValueError as e:  # a bad stage list: name it, as for any config error
         raise UsageError(f"{args.config}: {e}") from None
     return 0
@@ -126,7 +127,7 @@ def cmd_debug(args: argparse.Namespace) -> int:
     """The interactive tool-call debugger: a local page, on the shipped zoomqa sample."""
     from vlmagent.debug import DebugError, open_session
     from vlmagent.debug.server import serve
-    from vlmagent.scoring import UsageError
+    from vlmagent.errors import UsageError
 
     cfg = config_mod.load(args.config, args.extra)
     if not 0 <= args.port <= 65535:
@@ -145,7 +146,7 @@ def cmd_check_config(args: argparse.Namespace) -> int:
 
 
 def cmd_tiny(args: argparse.Namespace) -> int:
-    from vlmagent.scoring import UsageError
+    from vlmagent.errors import UsageError
     from vlmagent.tiny import FAMILIES, cli_tiny
 
     if args.family not in FAMILIES:
@@ -224,7 +225,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
                         datefmt="%H:%M:%S")
-    from vlmagent.scoring import UsageError
+    from vlmagent.errors import UsageError
 
     try:
         return args.fn(args)

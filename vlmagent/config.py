@@ -312,7 +312,7 @@ class StageConfig:
     """One training stage. Unset (None) fields take their value from `train.defaults`."""
 
     name: str | None = None  # folder under train.output_dir; defaults to the kind
-    kind: str | None = None  # sft | mpo | dpo | grpo | gspo | warmup | readout (train.STAGES)
+    kind: str | None = None  # sft | mpo | dpo | grpo | gspo | warmup | readout (train.TRAIN_KINDS)
     domain: str | None = None  # the domain this stage trains on (domains.DOMAINS)
     steps: int | None = None  # optimiser steps
     lr: float | None = None

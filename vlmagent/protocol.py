@@ -199,7 +199,7 @@ MODE_HINT = {
     "text": "Think without tools: begin your reply with <think_no_tools> and answer directly, "
             "without calling any tool.",
 }
-STAGES = ("description", "reasoning", "prediction")
+THINK_TAGS = ("description", "reasoning", "prediction")
 
 
 def parse_mode(text: str) -> str | None:
@@ -217,9 +217,9 @@ def parse_answer(text: str, tag: str = "answer") -> str | None:
 
 def stage_tags(text: str) -> list[str]:
     """The stage tags (<description>, <reasoning>, <prediction>) that are opened and closed,
-    in the order they appear; the format reward compares this with STAGES."""
+    in the order they appear; the format reward compares this with THINK_TAGS."""
     pos = []
-    for tag in STAGES:
+    for tag in THINK_TAGS:
         start = text.find(f"<{tag}>")
         if start >= 0 and text.find(f"</{tag}>", start) >= 0:
             pos.append((start, tag))

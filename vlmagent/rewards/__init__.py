@@ -14,7 +14,7 @@ from vlmagent.rewards.cascade import Cascade, SiteContext, compose, fingerprint,
 from vlmagent.rewards.execution import ExecutionStage
 from vlmagent.rewards.structure import StructureStage
 
-STAGES: dict[str, Any] = {
+REWARD_STAGES: dict[str, Any] = {
     "structure": lambda cfg, browser: StructureStage(cfg.reward.structure),
     # With aesthetics later in the cascade, execution runs its DOM script during the visit, so
     # pages are loaded once per site rather than twice.
@@ -32,17 +32,17 @@ CODE_VERSION = "2"  # bump when a stage's scoring changes, so caches from older 
 
 def build_cascade(cfg: Config, browser: Any = None) -> Cascade:
     """The website cascade named by cfg.reward.stages, in order."""
-    unknown = [s for s in cfg.reward.stages if s not in STAGES]
+    unknown = [s for s in cfg.reward.stages if s not in REWARD_STAGES]
     if unknown:
-        raise ValueError(f"unknown reward stage {unknown[0]!r} (valid: {', '.join(STAGES)})")
+        raise ValueError(f"unknown reward stage {unknown[0]!r} (valid: {', '.join(REWARD_STAGES)})")
     if browser is None and NEEDS_BROWSER & set(cfg.reward.stages):
         need = ", ".join(s for s in cfg.reward.stages if s in NEEDS_BROWSER)
-        raise ValueError(f"the {need} stage(s) need a browser (vlmagent.browser.Browser)")
-    stages = [STAGES[name](cfg, browser) for name in cfg.reward.stages]
+        raise ValueError(f"the {need} stage(s) need a browser (vlmagent.web.browser.Browser)")
+    stages = [REWARD_STAGES[name](cfg, browser) for name in cfg.reward.stages]
     fp = fingerprint(CODE_VERSION, to_dict(cfg.reward), to_dict(cfg.browser), to_dict(cfg.webgen))
     return Cascade(stages, cfg.reward.weights, cfg.reward.timeouts_s, fingerprint=fp,
                    cache_dir=cfg.reward.cache_dir or None)
 
 
-__all__ = ["STAGES", "Cascade", "SiteContext", "build_cascade", "compose", "fingerprint",
+__all__ = ["REWARD_STAGES", "Cascade", "SiteContext", "build_cascade", "compose", "fingerprint",
            "site_hash"]

@@ -136,7 +136,7 @@ class BuildStage:
 
     def __init__(self, cfg: WebgenConfig, scaffold: str = "vite-react"):
         # webgen imports rewards.cascade, so a top-level import here would be circular
-        from vlmagent.domains.webgen import load_scaffold
+        from vlmagent.web.webgen import load_scaffold
 
         self.cfg = cfg
         self.locked = load_scaffold(scaffold).locked  # the same files the parser protects

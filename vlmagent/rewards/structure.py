@@ -18,7 +18,7 @@ from urllib.parse import urlsplit
 
 from vlmagent.config import StructureConfig
 from vlmagent.rewards.cascade import SiteContext
-from vlmagent.siteserver import resolve
+from vlmagent.web.siteserver import resolve
 from vlmagent.types import StageScore
 
 HTML_EXT = {".html", ".htm", ".xhtml"}

@@ -1,6 +1,6 @@
 """Render HTML (or a site folder) in the sandboxed browser and hand back the screenshot.
 
-The renderer is the lead's Browser (vlmagent.browser), which serves pages only from their own
+The renderer is the lead's Browser (vlmagent.web.browser), which serves pages only from their own
 folder and blocks the network; this tool only bounds its input and keeps paths in workdir.
 """
 from __future__ import annotations

@@ -16,7 +16,7 @@ def _no_data(stage: Any) -> None:
     return None
 
 
-STAGES: dict[str, tuple[Any, Any]] = {
+TRAIN_KINDS: dict[str, tuple[Any, Any]] = {
     "sft": (sft.sft_step, sft.load_data),
     "mpo": (preference.preference_step, preference.load_pairs),
     "dpo": (preference.preference_step, preference.load_pairs),

@@ -23,10 +23,10 @@ from playwright.sync_api import BrowserContext, Page, sync_playwright
 from playwright.sync_api import Error as PlaywrightError
 from playwright.sync_api import TimeoutError as PlaywrightTimeout
 
-from vlmagent import crawl_js as js
+from vlmagent.web import crawl_js as js
 from vlmagent.config import BrowserConfig
-from vlmagent.crawl import BrowserDied, Crawler, Driver, line
-from vlmagent.siteserver import SiteServer
+from vlmagent.web.crawl import BrowserDied, Crawler, Driver, line
+from vlmagent.web.siteserver import SiteServer
 from vlmagent.types import PageVisit, SiteVisit
 
 BASE_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",

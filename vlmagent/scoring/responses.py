@@ -21,9 +21,10 @@ from typing import Any
 from tqdm import tqdm
 
 from vlmagent.config import Config
-from vlmagent.domains import webgen
+from vlmagent.web import webgen
 from vlmagent.rewards.cascade import compose, site_hash
-from vlmagent.scoring import SiteJob, Summary, UsageError, _line, _read_lines, _run_pool, summarize
+from vlmagent.errors import UsageError
+from vlmagent.scoring.sites import SiteJob, Summary, _line, _read_lines, _run_pool, summarize
 
 log = logging.getLogger("vlmagent.score")
 
@@ -140,6 +141,6 @@ def score_responses(responses: str | Path, out: str | Path, cfg: Config | None =
     lines = [final[rid] for rid, _ in items if rid in final]
     summary = summarize(lines, cfg, time.monotonic() - t0, resumed, duplicates)
     if report:
-        from vlmagent.report import write_report
+        from vlmagent.scoring.report import write_report
         write_report(lines, Path(report), summary, results_dir=out.parent)
     return summary

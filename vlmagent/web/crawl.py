@@ -15,10 +15,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from vlmagent import crawl_js as js
+from vlmagent.web import crawl_js as js
 from vlmagent.config import BrowserConfig
-from vlmagent.crawl_js import Run, Watchdog
-from vlmagent.siteserver import resolve
+from vlmagent.web.crawl_js import Run, Watchdog
+from vlmagent.web.siteserver import resolve
 from vlmagent.types import Interaction, PageVisit
 
 _DEAD = "the page stopped responding or crashed"

@@ -30,16 +30,16 @@ DONE = "DONE"
 
 
 def _stages(cfg: Config) -> list[Any]:
-    from vlmagent.train import STAGES
+    from vlmagent.train import TRAIN_KINDS
 
     stages = [resolve_stage(cfg.train.defaults, s) for s in cfg.train.stages]
     if not stages:
         raise ValueError("train.stages is empty: list at least one stage")
     names = [s.name for s in stages]
     for s in stages:
-        if s.kind not in STAGES:
+        if s.kind not in TRAIN_KINDS:
             raise ValueError(f"stage {s.name}: unknown kind {s.kind!r} "
-                             f"(valid: {', '.join(STAGES)})")
+                             f"(valid: {', '.join(TRAIN_KINDS)})")
         if names.count(s.name) > 1:
             raise ValueError(f"two stages are named {s.name!r}: give each a unique `name`")
     return stages
@@ -48,7 +48,7 @@ def _stages(cfg: Config) -> list[Any]:
 def run(cfg: Config, policy: Any = None) -> dict[str, Any]:
     """Run every stage in order; returns {stage: eval results}."""
     from vlmagent.policy import Policy
-    from vlmagent.train import PREPARE, STAGES
+    from vlmagent.train import PREPARE, TRAIN_KINDS
 
     stages = _stages(cfg)
     out = Path(cfg.train.output_dir)
@@ -74,7 +74,7 @@ def run(cfg: Config, policy: Any = None) -> dict[str, Any]:
             acc.print(f"[{st.name}] finished earlier; skipped")
             continue
         sdir.mkdir(parents=True, exist_ok=True)
-        step_fn, load_data = STAGES[st.kind]
+        step_fn, load_data = TRAIN_KINDS[st.kind]
         data = load_data(st)
         if st.kind in PREPARE:
             PREPARE[st.kind](st, policy)

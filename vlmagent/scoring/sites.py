@@ -24,14 +24,11 @@ from typing import Any
 from tqdm import tqdm
 
 from vlmagent.config import Config, from_dict, to_dict
+from vlmagent.errors import UsageError
 from vlmagent.rewards.cascade import site_hash
 
 log = logging.getLogger("vlmagent.score")
 HTML_EXT = (".html", ".htm")
-
-
-class UsageError(Exception):
-    """Bad command-line input (missing path, unreadable config): exit 2 with one line."""
 
 
 @dataclass
@@ -89,7 +86,7 @@ def discover(paths: list[str | Path]) -> list[SiteJob]:
 def _worker_main(conn: Any, cfg_dict: dict[str, Any]) -> None:
     os.setsid()  # own process group: the parent can kill us together with our Chromium
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
-    from vlmagent.browser import Browser
+    from vlmagent.web.browser import Browser
     from vlmagent.rewards import SiteContext, build_cascade
 
     cfg = from_dict(Config, cfg_dict, "<worker>")
@@ -220,7 +217,7 @@ def score(paths: list[str | Path], out: str | Path, cfg: Config | None = None,
     lines = [final[j.name] for j in jobs if j.name in final]
     summary = summarize(lines, cfg, time.monotonic() - t0, resumed, duplicates)
     if report:
-        from vlmagent.report import write_report
+        from vlmagent.scoring.report import write_report
         write_report(lines, Path(report), summary, results_dir=out.parent)
     return summary
 

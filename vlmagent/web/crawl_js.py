@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from vlmagent.siteserver import SiteServer
+from vlmagent.web.siteserver import SiteServer
 from vlmagent.types import PageVisit, SiteVisit
 
 # Chromium refuses file:// loads itself (they never reach the router): record them from these.

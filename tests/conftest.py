@@ -1,0 +1,32 @@
+"""Shared fixtures. Tiny models are built once per test session (each build trains a BPE
+tokenizer and saves a model) and must be treated as read-only by the tests that use them."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+
+@pytest.fixture(scope="session")
+def tiny_factory(tmp_path_factory):
+    """tiny_factory(family="qwen2_5_vl", seed=0, max_pixels=448*448) -> path of a tiny model,
+    built on first use and reused for the rest of the session."""
+    from vlmagent.tiny import build_tiny
+
+    built: dict[tuple, Path] = {}
+    root = tmp_path_factory.mktemp("tiny-models")
+
+    def get(family: str = "qwen2_5_vl", seed: int = 0, max_pixels: int = 448 * 448) -> Path:
+        key = (family, seed, max_pixels)
+        if key not in built:
+            built[key] = build_tiny(root / f"{family}-s{seed}-p{max_pixels}", family=family,
+                                    seed=seed, max_pixels=max_pixels)
+        return built[key]
+
+    return get
+
+
+@pytest.fixture(scope="session")
+def tiny(tiny_factory) -> Path:
+    """The default tiny Qwen2.5-VL (seed 0, 448x448 pixel budget)."""
+    return tiny_factory()

@@ -4,9 +4,8 @@ SHELL := /bin/bash
 
 VENV   := .venv
 PYTHON := $(VENV)/bin/python
-# Tests, the demo and benchmarks import THIS checkout, even when the cached venv is shared by
-# several checkouts (its editable install points at the last one that ran setup).
-export PYTHONPATH := $(CURDIR)
+# .venv is this checkout's own small venv over the cached one (scripts/setup.sh): it imports THIS
+# checkout's code, however many checkouts share the cached packages.
 # Nothing may be downloaded at run time: models and datasets are built or shipped locally.
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
@@ -28,7 +27,7 @@ help:
 	@echo "make test-fast  the suite without tests marked slow"
 	@echo "make lint       ruff check"
 	@echo "make bench      run every benchmarks/*.py"
-	@echo "make setup      only install (apt packages, cached venv, .venv link)"
+	@echo "make setup      only install (apt packages, cached venv, this checkout's .venv)"
 	@echo "make clean      remove outputs and caches in this checkout (not the cached venv)"
 
 setup:
@@ -66,4 +65,5 @@ bench: setup
 clean:
 	rm -rf out build .pytest_cache .ruff_cache *.egg-info
 	find . -path ./.git -prune -o -name __pycache__ -type d -prune -exec rm -rf {} +
-	@if [ -L $(VENV) ]; then rm $(VENV); echo "removed the $(VENV) link (the cached venv stays)"; fi
+	@if [ -L $(VENV) ] || [ -f $(VENV)/.vlmagent-overlay ]; then rm -rf $(VENV); \
+		echo "removed $(VENV) (the cached venv stays)"; fi

@@ -10,8 +10,11 @@
 #           sections of setup.cfg and the interpreter. torch + torchvision are installed first,
 #           every pip step uses requirements/constraints.txt. Built in a temporary folder and
 #           renamed into place only when complete, so an interrupted build is never reused.
-# 3. link:  .venv in this checkout -> that venv; this checkout installed into it in editable mode
-#           (`pip install --no-deps -e .`, redone whenever another checkout took it over).
+# 3. .venv: a small venv of this checkout's own (no copy of the packages): a .pth file adds the
+#           cached venv's site-packages, this checkout is installed into it in editable mode, and
+#           the cached venv's console scripts (accelerate, pytest, ruff, ...) are linked in with
+#           their interpreter line pointing here. So `.venv/bin/vlmagent` always runs THIS
+#           checkout's code, however many checkouts share the cached venv.
 # 4. node:  the vite-react scaffold's pinned node_modules (`npm ci` of its package-lock.json),
 #           installed once into $VLMAGENT_CACHE/node-vite-react-<hash12 of the lock>/ and made
 #           read-only; every site build links to it (vlmagent/rewards/build.py), offline.
@@ -122,9 +125,11 @@ print("\n".join(reqs))
 PY
 }
 
-venv_hash() {
+venv_hash() {  # what the cached venv's content depends on (not the rest of this script)
     {
-        cat "$CONSTRAINTS" "$DRIVING" "$ROOT/scripts/setup.sh"
+        cat "$CONSTRAINTS" "$DRIVING"
+        echo "${TORCH_PINS[*]} ${EXTRAS[*]}"
+        declare -f build_venv
         cfg_requirements --hash-input "${EXTRAS[@]}"
         "$PYTHON" -c 'import os, platform, sys
 print(os.path.realpath(sys.executable), platform.python_version(), platform.machine())'
@@ -220,28 +225,46 @@ step_venv() {
     prune_venvs
 }
 
-# ---------------------------------------------------------------- 3. link + editable install
+# ---------------------------------------------------------------- 3. this checkout's .venv
 step_link() {
-    local t0 want stamp="$VENV/.vlmagent-editable" log="$CACHE/logs/editable.log"
+    local t0 local_venv="$ROOT/.venv" stamp want site log="$CACHE/logs/editable.log" f first
     t0=$(us)
-    if [[ -e "$ROOT/.venv" && ! -L "$ROOT/.venv" ]]; then
-        die "$ROOT/.venv is a real folder, not a link; move it away and rerun"
+    stamp="$local_venv/.vlmagent-overlay"
+    want="$VENV $(sha256sum "$ROOT/setup.cfg" | cut -c1-16)"
+    if [[ -f "$stamp" && "$(cat "$stamp")" == "$want" && -x "$local_venv/bin/vlmagent" ]]; then
+        report link "$t0" ".venv: this checkout over $VENV"; return
     fi
-    ln -sfn "$VENV" "$ROOT/.venv"
-    # The venv is shared by every checkout with the same dependencies; the editable install points
-    # at one of them (the last to run setup). `make` also sets PYTHONPATH to its own checkout.
-    want="$ROOT $(sha256sum "$ROOT/setup.cfg" | cut -c1-16)"
-    if [[ -f "$stamp" && "$(cat "$stamp")" == "$want" && -x "$VENV/bin/vlmagent" ]]; then
-        report link "$t0" ".venv -> $VENV; vlmagent -> this checkout"; return
+    if [[ -L "$local_venv" ]]; then
+        rm "$local_venv"  # the old layout: a link to the shared venv
+    elif [[ -e "$local_venv" && ! -f "$stamp" ]]; then
+        die "$local_venv is a folder that setup did not make; move it away and rerun"
     fi
-    (
-        flock 8
-        "$VENV/bin/python" -m pip install --disable-pip-version-check --no-deps \
-            --no-build-isolation -c "$CONSTRAINTS" -e "$ROOT" >"$log" 2>&1 \
-            || { show_log "$log"; die "pip install -e $ROOT failed (log: $log)"; }
-        echo "$want" >"$stamp"
-    ) 8>"$VENV.lock"
-    report link "$t0" ".venv -> $VENV; installed this checkout (editable)"
+    rm -rf "$local_venv"
+    "$PYTHON" -m venv --without-pip --prompt vlmagent "$local_venv" >"$log" 2>&1 \
+        || { show_log "$log"; die "python -m venv $local_venv failed"; }
+    site=$("$local_venv/bin/python" -c 'import sysconfig; print(sysconfig.get_path("purelib"))')
+    # addsitedir (not a plain path line) so the cached venv's own .pth files are processed too
+    echo "import site; site.addsitedir('$("$VENV/bin/python" -c 'import sysconfig; print(sysconfig.get_path("purelib"))')')" \
+        >"$site/_vlmagent_cached_venv.pth"
+    # console scripts of the cached venv, run by this interpreter; binaries (ruff) are linked
+    for f in "$VENV"/bin/*; do
+        [[ -e "$local_venv/bin/$(basename "$f")" || ! -f "$f" ]] && continue
+        first=$(head -c 200 "$f" | head -n 1 | tr -d '\0')
+        if [[ "$first" == "#!$VENV/bin/python"* ]]; then
+            { echo "#!$local_venv/bin/python"; tail -n +2 "$f"; } >"$local_venv/bin/$(basename "$f")"
+            chmod +x "$local_venv/bin/$(basename "$f")"
+        elif [[ "$first" != "#!"* ]]; then
+            ln -s "$f" "$local_venv/bin/$(basename "$f")"
+        fi
+    done
+    "$local_venv/bin/python" -m pip install --disable-pip-version-check --no-deps \
+        --no-build-isolation -c "$CONSTRAINTS" -e "$ROOT" >>"$log" 2>&1 \
+        || { show_log "$log"; die "pip install -e $ROOT failed (log: $log)"; }
+    "$local_venv/bin/python" -c 'import sys, vlmagent, torch, playwright
+assert vlmagent.__file__.startswith(sys.argv[1]), vlmagent.__file__' "$ROOT/" >>"$log" 2>&1 \
+        || { show_log "$log"; die "$local_venv does not import this checkout (log: $log)"; }
+    echo "$want" >"$stamp"
+    report link "$t0" ".venv: this checkout over $VENV (editable)"
 }
 
 # ---------------------------------------------------------------- 4. node_modules (vite-react)

@@ -25,11 +25,12 @@ from pathlib import Path
 from vlmagent import agent
 from vlmagent.config import AgentConfig
 from vlmagent.domains import zoomqa
+from vlmagent.images import QWEN2_5_VL_DEFAULT, ImageCache, load_image
 from vlmagent.policy import Policy
 from vlmagent.protocol import FORMATS
 from vlmagent.tiny import build_tiny
 from vlmagent.tools import make_tools
-from vlmagent.tools.base import ImageCache, ToolEnv
+from vlmagent.tools.base import ToolEnv
 from vlmagent.types import ToolCall
 
 
@@ -84,9 +85,8 @@ def main() -> None:
                 (warm_s if warm else agent_s).append(t_agent)
                 raw_s.append(t_raw)
                 tokens = sum(len(g.token_ids) for g in gens)
-        env = ToolEnv()
+        env = ToolEnv(seen_size=QWEN2_5_VL_DEFAULT.seen_size)
         image = samples[0].images["image"]
-        from vlmagent.tools.base import load_image
         env.add_image(load_image(image), "image")
         tools = make_tools(["crop", "zoom"])
         lat = {}

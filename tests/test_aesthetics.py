@@ -7,7 +7,6 @@ import re
 import numpy as np
 import pytest
 
-from vlmagent.web.browser import Browser
 from vlmagent.config import AestheticsConfig, BrowserConfig, Config, ConfigError, load
 from vlmagent.rewards import SiteContext, build_cascade
 from vlmagent.rewards import aesthetics_measures as m
@@ -19,7 +18,8 @@ from vlmagent.rewards.aesthetics import (
     combine,
     measure_page,
 )
-from vlmagent.rewards.aesthetics_js import MEASURE
+from vlmagent.web.browser import Browser
+from vlmagent.web.js import load as load_js
 from vlmagent.web.sitegen import write_site
 
 CFG = BrowserConfig(nav_timeout_s=5.0, page_budget_s=8.0, site_budget_s=30.0, settle_ms=50,
@@ -136,7 +136,7 @@ PAGES = {
 def measured(browser, tmp_path_factory):
     root = write_site(tmp_path_factory.mktemp("aes") / "pages",
                       {f"{k}.html": v for k, v in PAGES.items()})
-    recs = browser.inspect_pages(root, [f"/{k}.html" for k in PAGES], MEASURE)
+    recs = browser.inspect_pages(root, [f"/{k}.html" for k in PAGES], load_js("measure"))
     out = {}
     for r in recs:
         assert r["error"] is None, r

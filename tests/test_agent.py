@@ -14,7 +14,6 @@ from vlmagent.config import AgentConfig
 from vlmagent.domains import zoomqa
 from vlmagent.policy import Policy
 from vlmagent.protocol import FORMATS
-from vlmagent.tiny import build_tiny
 from vlmagent.types import ToolCall
 
 MIN_PX, MAX_PX = 56 * 56, 448 * 448
@@ -22,8 +21,8 @@ HERMES = FORMATS["hermes"]
 
 
 @pytest.fixture(scope="module")
-def policy(tmp_path_factory):
-    return Policy.from_pretrained(build_tiny(tmp_path_factory.mktemp("tiny") / "m"))
+def policy(tiny):
+    return Policy.from_pretrained(tiny)
 
 
 @pytest.fixture(scope="module")
@@ -261,7 +260,7 @@ def test_rollout_command_expert_and_sampled(policy, tmp_path, capsys):
 
 def test_group_members_share_one_resized_prompt_image(policy, samples):
     """A GRPO group resizes its prompt image once; the pixels are those of a plain resize."""
-    from vlmagent.tools.base import ImageCache, load_image, resize_seen
+    from vlmagent.images import ImageCache, load_image, resize_seen
 
     cache = ImageCache()
     c = cfg(max_new_tokens=4, max_turns=1)

@@ -14,12 +14,12 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from vlmagent.web.browser import Browser, BrowserError, find_chromium
 from vlmagent.config import BrowserConfig
+from vlmagent.types import SiteVisit
+from vlmagent.web.browser import Browser, BrowserError, find_chromium
 from vlmagent.web.crawl import is_blank
 from vlmagent.web.sitegen import FAULTS, generate_sites, write_hostile_sites, write_site
 from vlmagent.web.siteserver import SiteServer
-from vlmagent.types import SiteVisit
 
 pytestmark = pytest.mark.browser
 

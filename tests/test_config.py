@@ -274,19 +274,68 @@ def test_non_mapping_top_level(tmp_path: Path, text: str, kind: str) -> None:
     assert str(path) in str(e.value)
 
 
-def test_config_error_is_a_value_error() -> None:
-    assert issubclass(ConfigError, ValueError)
-
-
 # ---------------------------------------------------------------- shipped configs
 def test_configs_folder_is_not_empty() -> None:
     assert CONFIGS, "configs/*.yaml: no config files found"
 
 
+def _assert_file_values(raw: object, loaded: object, where: str) -> None:
+    """Every value written in the YAML file is the loaded config's value at that key path
+    (stage entries are partial: only the keys they set are compared)."""
+    if isinstance(raw, dict):
+        assert isinstance(loaded, dict), where
+        for k, v in raw.items():
+            assert k in loaded, f"{where}.{k}"
+            _assert_file_values(v, loaded[k], f"{where}.{k}")
+    elif isinstance(raw, list) and raw and isinstance(raw[0], dict):
+        assert isinstance(loaded, list) and len(loaded) == len(raw), where
+        for i, (a, b) in enumerate(zip(raw, loaded)):
+            _assert_file_values(a, b, f"{where}[{i}]")
+    else:
+        assert raw == loaded, where
+
+
 @pytest.mark.parametrize("path", CONFIGS, ids=[p.name for p in CONFIGS])
-def test_every_shipped_config_loads(path: Path) -> None:
+def test_every_shipped_config_loads_validates_and_resolves(path: Path) -> None:
+    """Loads strictly with the file's values, names a registered domain, and (when it trains)
+    its stage list passes the pipeline's validation: known kinds and domains, unique names."""
+    from vlmagent.domains import DOMAINS
+    from vlmagent.train import TRAIN_KINDS
+    from vlmagent.train.pipeline import resolve_stages
+
     cfg = config.load(path)
-    assert isinstance(cfg, Config)
+    raw = yaml.safe_load(path.read_text()) or {}
+    _assert_file_values(raw, config.to_dict(cfg), path.name)
+    assert cfg.domain.name in DOMAINS
+    if not cfg.train.stages:
+        return
+    stages = resolve_stages(cfg)
+    names = [s.name for s in stages]
+    assert names == [s.get("name", s.get("kind")) for s in raw["train"]["stages"]]
+    assert len(set(names)) == len(names)
+    assert all(s.kind in TRAIN_KINDS and s.domain in DOMAINS for s in stages)
+    assert all(s.steps > 0 and s.batch_size > 0 and s.lr > 0 for s in stages)
+
+
+def test_the_cascade_configs_train() -> None:
+    """The stage checks above are not vacuous: the cascade recipes have stage lists."""
+    training = {p.name for p in CONFIGS if config.load(p).train.stages}
+    assert {"zoomqa_cascade.yaml", "zoomqa_cascade_short.yaml"} <= training
+
+
+@pytest.mark.parametrize("stages, message", [
+    ("[{kind: ppo}]", "unknown kind 'ppo'"),
+    ("[{kind: sft, domain: driving}]", "unknown domain 'driving'"),
+    ("[{kind: sft}, {kind: sft}]", "two stages are named 'sft'"),
+    ("[]", "train.stages is empty"),
+])
+def test_stage_validation_rejects_a_shipped_config_with_bad_stages(stages: str,
+                                                                   message: str) -> None:
+    from vlmagent.train.pipeline import resolve_stages
+
+    path = next(p for p in CONFIGS if p.name == "zoomqa_cascade_short.yaml")
+    with pytest.raises(ValueError, match=message):
+        resolve_stages(config.load(path, [f"train.stages={stages}"]))
 
 
 def test_score_yaml_documents_the_defaults() -> None:

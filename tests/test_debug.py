@@ -16,10 +16,10 @@ from PIL import Image, ImageChops
 from vlmagent import agent, trajectory
 from vlmagent.config import AgentConfig, Config
 from vlmagent.debug import DebugError, Session, open_session, shipped_sample, view
+from vlmagent.debug.samples import make_shipped_sample
 from vlmagent.debug.server import bind_warning, make_server, url_of
-from vlmagent.debug.session import make_shipped_sample
+from vlmagent.images import QWEN2_5_VL_DEFAULT
 from vlmagent.protocol import FORMATS
-from vlmagent.tools.base import smart_resize
 from vlmagent.types import ToolCall
 
 HERMES = FORMATS["hermes"]
@@ -146,8 +146,10 @@ def test_score_uses_domain_check(s):
     with pytest.raises(DebugError, match="nothing to score"):
         s.score_answer()
     s.step("<answer>7</answer>")
-    assert s.score_answer() == {"reward": 0.0, "answer": "7", "expected": "2",
-                                "check": "zoomqa.check"}
+    assert s.score_answer() == {"reward": 0.0, "accuracy": 0.0, "answer": "7", "expected": "2",
+                                "check": "zoomqa.check",
+                                "terms": {"answer": 0.0, "format": 0.0, "tool_quality": 0.0,
+                                          "tool_bonus": 0.0, "mode": 0.0}}
     s.rerun(0)
     s.step(CROP)
     s.step(ANSWER)
@@ -187,16 +189,15 @@ def test_replay_of_saved_trajectory_gives_same_images(s, tmp_path):
 
 
 # ---------------------------------------------------------------- with a tiny model
-@pytest.fixture(scope="module")
-def tiny(tmp_path_factory):
-    from vlmagent.tiny import build_tiny
+@pytest.fixture
+def tiny_dir(tiny) -> str:
+    """The session's tiny model folder, as the page and the session take it (text)."""
+    return str(tiny)
 
-    return str(build_tiny(tmp_path_factory.mktemp("tiny") / "m"))
 
-
-def test_model_step_gives_text_tokens_mask_and_logps(tiny):
+def test_model_step_gives_text_tokens_mask_and_logps(tiny_dir):
     cfg = Config(agent=AgentConfig(max_new_tokens=12, max_turns=2))
-    s = open_session(cfg, tiny)
+    s = open_session(cfg, tiny_dir)
     assert s.tokenized and not s.manual
     s.step(seed=0)
     ep = s.episode
@@ -221,9 +222,9 @@ def test_model_step_gives_text_tokens_mask_and_logps(tiny):
     assert s.trajectory().logps is None  # an edited turn has no sampled log-probs
 
 
-def test_manual_with_tokenizer_matches_agent_rollout(tiny):
+def test_manual_with_tokenizer_matches_agent_rollout(tiny_dir):
     s = open_session(Config())
-    s.set_policy("manual", tiny)
+    s.set_policy("manual", tiny_dir)
     s.step(CROP)
     s.step(ANSWER)
     cfg = Config().agent
@@ -294,8 +295,8 @@ def test_cli_debug_starts_on_shipped_sample_and_prints_address():
 def chromium():
     from playwright.sync_api import sync_playwright
 
-    from vlmagent.web.browser import BASE_ARGS, find_chromium
     from vlmagent.config import BrowserConfig
+    from vlmagent.web.browser import BASE_ARGS, find_chromium
 
     try:
         exe = find_chromium(BrowserConfig())
@@ -415,7 +416,8 @@ def test_page_bad_input_is_readable_and_session_usable(page, tmp_path):
     pg.wait_for_function("document.querySelectorAll('.turn').length == 2")
     assert "sample upload" in pg.inner_text("#status")
     # shown at the size the model sees: Qwen's rule under the default budget
-    assert natural_width(pg, ".turn[data-role=user] img") == smart_resize(240, 320)[1] == 308
+    assert natural_width(pg, ".turn[data-role=user] img") == \
+        QWEN2_5_VL_DEFAULT.seen_size(320, 240)[0] == 308
 
 
 @pytest.mark.browser
@@ -448,10 +450,10 @@ def test_page_replays_saved_trajectory(page, tmp_path):
 
 
 @pytest.mark.browser
-def test_page_model_policy_shows_token_mask(page, tiny):
+def test_page_model_policy_shows_token_mask(page, tiny_dir):
     pg = page
     pg.select_option("#policy-mode", "model")
-    pg.fill("#policy-path", tiny)
+    pg.fill("#policy-path", tiny_dir)
     pg.click("#set-policy")
     pg.wait_for_function("document.querySelector('#status').textContent.includes('model')")
     assert pg.is_disabled("#assistant-text") and not pg.is_disabled("#run")

@@ -12,13 +12,14 @@ from transformers.models.qwen2_vl.image_processing_qwen2_vl import smart_resize
 
 from vlmagent import tiny
 from vlmagent.config import LoraSettings, PolicyConfig
-from vlmagent.policy import Context, ImageTokenError, Policy
+from vlmagent.images import Budget
+from vlmagent.policy import FAMILIES, Context, ImageTokenError, Policy
 
 
 @pytest.fixture(scope="module")
-def paths(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    root = tmp_path_factory.mktemp("policy")
-    return {f: tiny.build_tiny(root / f, family=f, seed=0) for f in tiny.FAMILIES}
+def paths(tiny_factory) -> dict[str, Path]:
+    """The session's tiny models, one per buildable family (read-only)."""
+    return {f: tiny_factory(family=f) for f in tiny.TINY_FAMILIES}
 
 
 @pytest.fixture(scope="module")
@@ -50,7 +51,7 @@ def extend(c: Context, tokens: list[int]) -> Context:
 
 
 # ---------------------------------------------------------------- the key contract
-@pytest.mark.parametrize("family", tiny.FAMILIES)
+@pytest.mark.parametrize("family", tiny.TINY_FAMILIES)
 def test_generate_logps_equal_recomputed_logprobs(paths, family) -> None:
     pol = Policy.from_pretrained(paths[family])
     contexts = three_contexts(pol)
@@ -156,6 +157,30 @@ def test_seen_size_follows_qwen_smart_resize(paths) -> None:
         pol.tokens_per_image((56, 64))
     with pytest.raises(ValueError, match="multiple of 32"):
         pol.encode_images([image(56, 64)])
+
+
+def test_budget_comes_from_the_processor(paths) -> None:
+    """Policy.budget is the processor's (factor = patch_size x merge_size, bounds = its size),
+    and seen_size without bounds uses those bounds (the tiny processors: 28x28..448x448)."""
+    for family, factor in [("qwen2_vl", 28), ("qwen2_5_vl", 28), ("qwen3_vl", 32)]:
+        pol = Policy.from_pretrained(paths[family])
+        assert pol.budget == Budget.from_processor(pol.processor) == \
+            Budget(factor, 28 * 28, 448 * 448)
+        assert pol.seen_size(1001, 667) == pol.budget.seen_size(1001, 667)
+    assert pol.seen_size(1001, 667) == (544, 352)  # factor 32; 28 would give (532, 364)
+    # a processor whose patches disagree with the vision tower is refused at load
+    pol.processor.image_processor.patch_size = 14
+    try:
+        with pytest.raises(ValueError, match=r"patch_size x merge_size \(28\) differs"):
+            Policy(pol.model, pol.processor)
+    finally:
+        pol.processor.image_processor.patch_size = 16
+
+
+def test_families_have_one_owner() -> None:
+    assert set(tiny.TINY_FAMILIES) < set(FAMILIES) and "qwen3_vl_moe" in FAMILIES
+    with pytest.raises(ValueError, match="valid: qwen2_vl, qwen2_5_vl, qwen3_vl$"):
+        tiny.make_tiny("qwen3_vl_moe")
 
 
 def test_encode_images_keeps_the_seen_size(policy) -> None:

@@ -1,4 +1,5 @@
-"""Tool-call wire formats, dispatch, call quality and the hybrid-thinking helpers."""
+"""Tool-call wire formats, dispatch (with the call quality the episode reward gives each
+dispatched call) and the hybrid-thinking helpers."""
 from __future__ import annotations
 
 import random
@@ -6,13 +7,13 @@ import random
 import pytest
 from PIL import Image
 
+from vlmagent.images import QWEN2_5_VL_DEFAULT
 from vlmagent.protocol import (
     FORMATS,
     IMAGE,
     MODE_HINT,
     THINK_TAGS,
     ParseError,
-    call_quality,
     dispatch,
     get_format,
     parse_answer,
@@ -21,6 +22,7 @@ from vlmagent.protocol import (
     stage_tags,
     tools_system_prompt,
 )
+from vlmagent.rewards.episode import call_quality
 from vlmagent.tools import Tool, ToolEnv, make_tools
 from vlmagent.types import ToolCall, ToolResult
 
@@ -29,7 +31,7 @@ ZOOM_ARGS = {"image": "image", "bbox": [100, 50, 300, 250], "factor": 2}
 
 
 def env_1001() -> ToolEnv:
-    env = ToolEnv()
+    env = ToolEnv(seen_size=QWEN2_5_VL_DEFAULT.seen_size)
     env.add_image(Image.new("RGB", (1001, 667), (200, 200, 200)), "image")
     return env
 

@@ -7,10 +7,10 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from vlmagent.web.browser import find_chromium
 from vlmagent.config import BrowserConfig
 from vlmagent.scoring.report import batch_metrics, reasons, write_report
-from vlmagent.scoring.sites import Summary
+from vlmagent.scoring.runner import Summary
+from vlmagent.web.browser import find_chromium
 
 STAGES = ["structure", "execution", "aesthetics"]
 

@@ -13,13 +13,13 @@ from transformers import AutoModelForImageTextToText, AutoProcessor
 
 from vlmagent import tiny
 
-FAMILIES = list(tiny.FAMILIES)
+FAMILIES = list(tiny.TINY_FAMILIES)
 
 
 @pytest.fixture(scope="module")
-def built(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    root = tmp_path_factory.mktemp("tiny")
-    return {f: tiny.build_tiny(root / f, family=f, seed=0) for f in FAMILIES}
+def built(tiny_factory) -> dict[str, Path]:
+    """The session's tiny models (seed 0, default budget), one per family; read-only."""
+    return {f: tiny_factory(family=f) for f in FAMILIES}
 
 
 def _image(w: int, h: int, seed: int = 0) -> Image.Image:

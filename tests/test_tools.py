@@ -1,8 +1,8 @@
-"""Tools: the resize rule, the schema checker, crop/zoom coordinate mapping, views, rendering."""
+"""Tools: the schema checker, crop/zoom coordinate mapping, views, rendering, and the tool
+environment's seen-size rule (handed in, never guessed). The rule itself: test_images.py."""
 from __future__ import annotations
 
 import io
-import itertools
 import random
 from fractions import Fraction
 from math import floor
@@ -11,42 +11,15 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from vlmagent.images import QWEN2_5_VL_DEFAULT
 from vlmagent.protocol import dispatch
-from vlmagent.tools import TOOLS, ToolEnv, default_seen_size, make_tools, smart_resize, validate
-from vlmagent.tools.base import ImageCache, resize_seen
+from vlmagent.tools import TOOLS, ToolEnv, make_tools, validate
 from vlmagent.tools.image import MAX_OUT_PIXELS, to_original, to_seen
 from vlmagent.types import Sample, ToolCall
 
-
-# ---------------------------------------------------------------- smart_resize
-@pytest.mark.parametrize("budget", [(56 * 56, 448 * 448), (4 * 28 * 28, 16384 * 28 * 28),
-                                    (256 * 28 * 28, 1280 * 28 * 28), (784, 784)])
-def test_smart_resize_matches_qwen(budget):
-    # transformers' copy is what the processor runs at encode time (qwen_vl_utils 0.0.14 lets a
-    # long thin image's short side round down to 0 under a small budget; the processor keeps 28)
-    from transformers.models.qwen2_vl.image_processing_qwen2_vl import (
-        smart_resize as qwen_smart_resize,
-    )
-    sides = [28, 29, 41, 56, 100, 224, 300, 447, 448, 449, 667, 1001, 1080, 1999, 4001]
-    rng = random.Random(0)
-    pairs = [*itertools.product(sides, sides),
-             *((rng.randint(20, 5000), rng.randint(20, 5000)) for _ in range(500))]
-    for h, w in pairs:
-        if max(h, w) / min(h, w) > 200:  # both refuse
-            for fn in (smart_resize, qwen_smart_resize):
-                with pytest.raises(ValueError, match="aspect ratio"):
-                    fn(h, w, 28, *budget)
-            continue
-        assert smart_resize(h, w, 28, *budget) == qwen_smart_resize(h, w, 28, *budget), (h, w)
-
-
-def test_smart_resize_edges():
-    assert default_seen_size(1001, 667) == (532, 364)  # (w, h), qwen's order is (h, w)
-    assert smart_resize(667, 1001) == (364, 532)
-    assert default_seen_size(449, 449) == (448, 448)  # just over the budget, rounds into it
-    assert default_seen_size(40, 30) == (84, 56)  # below min_pixels: upsampled
-    with pytest.raises(ValueError, match="aspect ratio"):
-        smart_resize(10, 2100)
+# The expected numbers below (seen sizes, error texts) are those of a Qwen2.5-VL processor
+# under the agent's default 56x56..448x448 budget, named as such in images.py.
+SEEN = QWEN2_5_VL_DEFAULT.seen_size
 
 
 # ---------------------------------------------------------------- validate
@@ -108,7 +81,7 @@ def expected_box(box, size, seen):
 
 
 def env_with(image: Image.Image, **kw) -> ToolEnv:
-    env = ToolEnv(**kw)
+    env = ToolEnv(**{"seen_size": SEEN, **kw})
     env.add_image(image, "image")
     return env
 
@@ -118,7 +91,7 @@ def test_crop_maps_seen_box_to_exact_original_pixels(size):
     image = coord_image(*size)
     original = np.asarray(image)
     crop = make_tools(["crop"])["crop"]
-    seen = default_seen_size(*size)
+    seen = SEEN(*size)
     rng = random.Random(1)
     checked = 0
     boxes = [(0, 0, *seen)]  # the whole image, then random boxes
@@ -153,7 +126,7 @@ def test_crop_maps_seen_box_to_exact_original_pixels(size):
 
 @pytest.mark.parametrize("size", [(1001, 667), (450, 300), (1999, 1003), (40, 30), (3000, 200)])
 def test_box_round_trips(size):
-    seen = default_seen_size(*size)
+    seen = SEEN(*size)
     rng = random.Random(2)
     for _ in range(300):
         x0, x1 = sorted(rng.sample(range(size[0] + 1), 2))
@@ -222,7 +195,7 @@ def test_tool_outputs_are_named_and_reusable():
         ": new image 'tool_1'" in first.text
     assert list(env.images) == ["image", "tool_1"]
     t1 = env.images["tool_1"]
-    assert t1.image is first.images[0] and t1.seen == default_seen_size(*t1.image.size)
+    assert t1.image is first.images[0] and t1.seen == SEEN(*t1.image.size)
     # No image named: the most recent one (tool_1), in ITS seen frame.
     second = zoom({"bbox": [0, 0, t1.seen[0] // 2, t1.seen[1] // 2]}, env)
     assert "of image 'tool_1'" in second.text and list(env.images)[-1] == "tool_2"
@@ -237,6 +210,16 @@ def test_custom_seen_size_is_used():
     out = make_tools(["crop"])["crop"]({"bbox": [10, 20, 110, 120]}, env)
     xs, ys = decode(np.asarray(out.images[0]))
     assert (xs[0, 0], ys[0, 0], xs[-1, -1], ys[-1, -1]) == (40, 80, 439, 479)
+
+
+def test_env_without_a_seen_size_rule_refuses_images():
+    """No guessed default: an env that was not told the model's rule cannot hold an image, and a
+    tool that tries to add one reports it instead of working in a wrong frame."""
+    with pytest.raises(ValueError, match="ToolEnv.seen_size is not set"):
+        ToolEnv().add_image(coord_image(100, 80), "image")
+    env = ToolEnv(views={"back": coord_image(100, 80)})
+    result = make_tools(["retrieve_view"])["retrieve_view"]({"view": "back"}, env)
+    assert "ToolEnv.seen_size is not set" in result.error and not env.images
 
 
 BAD_BOXES = {
@@ -304,12 +287,12 @@ def test_retrieve_view(tmp_path):
     sample = Sample(id="s", prompt="", images={"front": str(tmp_path / "front.png"),
                                                "back": str(tmp_path / "back.png")},
                     meta={"views": {"front@-1s": str(tmp_path / "missing.png")}})
-    env = ToolEnv.from_sample(sample, shown=["front"])
+    env = ToolEnv.from_sample(sample, shown=["front"], seen_size=SEEN)
     assert list(env.images) == ["front"] and list(env.views) == ["back", "front@-1s"]
     tools = make_tools(["retrieve_view", "zoom"])
     result = dispatch(ToolCall("retrieve_view", {"view": "back"}), tools, env)
     assert result.text == "view 'back': new image 'tool_1', 588x308 as you see it."
-    assert default_seen_size(1600, 900) == (588, 308)
+    assert SEEN(1600, 900) == (588, 308)
     assert env.images["tool_1"].image.size == (1600, 900)
     bad = dispatch(ToolCall("retrieve_view", {"view": "left"}), tools, env)
     assert bad.error == "retrieve_view: unknown view 'left'; available views: back, front@-1s"
@@ -343,13 +326,13 @@ def test_render_html(tmp_path):
     site.mkdir()
     (site / "index.html").write_text("<h1>hi</h1>")
     renderer = FakeRenderer()
-    env = ToolEnv(renderer=renderer, workdir=str(tmp_path))
+    env = ToolEnv(renderer=renderer, workdir=str(tmp_path), seen_size=SEEN)
     tools = make_tools(["render_html"])
     result = dispatch(ToolCall("render_html", {"html": "<p>x</p>"}), tools, env)
     assert result.error is None and result.images[0].size == (1280, 800)
     assert result.text == ("rendered html (8 characters) at 1280x800: new image 'tool_1', "
                            "560x336 as you see it.")
-    assert default_seen_size(1280, 800) == (560, 336)
+    assert SEEN(1280, 800) == (560, 336)
     assert dispatch(ToolCall("render_html", {"path": "site"}), tools, env).error is None
     assert renderer.calls == ["<p>x</p>", "<h1>hi</h1>"]
     bad = {
@@ -375,7 +358,7 @@ def test_render_html_real_browser():
     from vlmagent.web.browser import Browser
 
     with Browser() as browser:
-        env = ToolEnv(renderer=browser)
+        env = ToolEnv(renderer=browser, seen_size=SEEN)
         result = make_tools(["render_html"])["render_html"](
             {"html": "<body style='margin:0;background:#ff0000'></body>"}, env)
     assert result.error is None
@@ -394,7 +377,7 @@ def test_render_html_path_real_browser(tmp_path):
                                      "<body style='background:rgb(0,255,0)'></body>")
     tools = make_tools(["render_html"])
     with Browser() as browser:
-        env = ToolEnv(renderer=browser, workdir=str(tmp_path))
+        env = ToolEnv(renderer=browser, workdir=str(tmp_path), seen_size=SEEN)
         folder = dispatch(ToolCall("render_html", {"path": "site"}), tools, env)
         page = dispatch(ToolCall("render_html", {"path": "site/a b#1.html"}), tools, env)
         escape = dispatch(ToolCall("render_html", {"path": "site/../.."}), tools, env)
@@ -412,36 +395,3 @@ def test_registry():
     spec = make_tools(["zoom"])["zoom"].spec()
     assert spec["function"]["name"] == "zoom"
     assert spec["function"]["parameters"]["required"] == ["bbox"]
-
-
-# ---------------------------------------------------------------- ImageCache
-def test_image_cache_decodes_once_and_shares_seen_copies(tmp_path):
-    path = tmp_path / "a.png"
-    Image.fromarray(np.random.default_rng(0).integers(0, 255, (300, 400, 3), np.uint8)).save(path)
-    cache = ImageCache()
-    a, b = cache.get(path), cache.get(path)
-    assert a is b and (cache.hits, cache.misses) == (1, 1)
-    s1, s2 = cache.seen(a, (112, 84)), cache.seen(b, (112, 84))
-    assert s1 is s2 and s1.size == (112, 84)
-    assert np.array_equal(np.asarray(s1), np.asarray(resize_seen(a, (112, 84))))
-    assert cache.seen(a, (56, 28)) is not s1  # another size is another copy
-    assert cache.seen(a, a.size) is a  # nothing to resize
-    # an image the cache did not decode (a tool's output, a copy) is resized, never looked up
-    other = a.copy()
-    assert cache.seen(other, (112, 84)) is not s1
-
-
-def test_image_cache_evicts_least_recently_used_within_its_budget(tmp_path):
-    paths = []
-    for i in range(3):
-        paths.append(tmp_path / f"{i}.png")
-        Image.new("RGB", (100, 100), (i, 0, 0)).save(paths[-1])
-    cache = ImageCache(max_bytes=2 * 100 * 100 * 3 + 56 * 56 * 3)  # two decoded + one seen
-    first = cache.get(paths[0])
-    cache.seen(first, (56, 56))
-    cache.get(paths[1])
-    cache.get(paths[2])  # over budget: the oldest entry (paths[0]) goes first
-    assert cache._bytes <= cache.max_bytes
-    again = cache.get(paths[0])
-    assert again is not first and cache.misses == 5  # 4 decodes + 1 resize
-    assert cache.seen(first, (56, 56)).size == (56, 56)  # evicted image: resized, not looked up

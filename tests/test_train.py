@@ -10,21 +10,17 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
+import numpy as np
 import pytest
 from safetensors.torch import load_file
 
 from vlmagent import config
 from vlmagent.cli import main
-from vlmagent.tiny import build_tiny
 from vlmagent.train import pipeline
 
 REPO = Path(__file__).resolve().parents[1]
-
-
-@pytest.fixture(scope="module")
-def tiny(tmp_path_factory):
-    return build_tiny(tmp_path_factory.mktemp("tiny") / "m")
 
 
 def cfg_file(tmp: Path, tiny: Path, steps: int = 6, every: int = 2, stages: str = "[{kind: sft}]"
@@ -53,8 +49,9 @@ def test_sft_pipeline_outputs_and_learning(tmp_path, tiny, capsys):
     assert main(["train", str(path), "train.log_every=1"]) == 0
     out = tmp_path / "out"
     for name in ("sft_a", "sft_b"):
-        ev = json.loads((out / name / "eval.json").read_text())
-        assert set(ev["zoomqa"]) >= {"accuracy", "reward", "tool_call_rate"}
+        ev = json.loads((out / name / "eval.json").read_text())["zoomqa"]
+        assert set(ev) >= {"accuracy", "reward", "tool_call_rate", "accuracy/color"}
+        assert ev["n"] == 4 and ev["accuracy/color"] == ev["accuracy"]  # the only kind
         assert (out / name / "final" / "model.safetensors").is_file()  # HF-style export
     lines = [json.loads(x) for x in (out / "sft_a" / "metrics.jsonl").read_text().splitlines()]
     assert [m["step"] for m in lines] == list(range(1, 11))
@@ -157,9 +154,8 @@ def test_grpo_step_moves_probability_towards_higher_reward(tmp_path, tiny, monke
     from vlmagent.domains import DOMAINS, zoomqa
     from vlmagent.train import online
 
-    dense = type("Dense", (), {k: staticmethod(getattr(zoomqa, k)) for k in
-                               ("make_samples", "save_samples", "load_samples", "expert_turns")})
-    dense.check = staticmethod(lambda text, s: sum(c in "aeiou" for c in text) / max(1, len(text)))
+    dense = SimpleNamespace(**vars(zoomqa))  # zoomqa with a dense answer check
+    dense.check = lambda text, s: sum(c in "aeiou" for c in text) / max(1, len(text))
     monkeypatch.setitem(DOMAINS, "dense", dense)
     cfg = config.load(cfg_file(tmp_path, tiny), ["train.defaults.domain=dense"])
     run = _run_for(cfg, tiny, "grpo", batch_size=2, group_size=6, max_new_tokens=16, lr=3e-3,
@@ -221,17 +217,37 @@ def test_mpo_step_on_a_pair_file_widens_the_margin(tmp_path, tiny):
     assert all(b > a for a, b in zip(margin0, margin1)), (margin0, margin1)
 
 
-def test_adaptive_mode_rewards_hand_computed():
-    from vlmagent.train.online import mode_rewards
-    from vlmagent.types import Trajectory
+# ---------------------------------------------------------------- the sample cache
+def test_sample_cache_is_keyed_by_every_setting_that_changes_a_sample(tmp_path, tiny):
+    """Same settings: read back (same files); another pixel budget or kind list: new samples
+    in a new folder, with the readable seed/n prefix kept."""
+    from PIL import Image
 
-    def t(mode, acc, calls=0, matched=True, quality=(1.0,)):
-        x = Trajectory(id="x", mode=mode, n_tool_calls=calls, mode_matched=matched)
-        x.meta = {"accuracy": acc, "call_quality": list(quality)}
-        return x
+    from vlmagent.policy import Policy
+    from vlmagent.train.data import sample_key, samples
 
-    group = [t("tool", 1.0, 1), t("tool", 1.0, 1, quality=(0.4,)), t("tool", 0.0, 2),
-             t("text", 0.5), t("text", 0.5), t(None, 1.0), t("tool", 1.0, 0, matched=False)]
-    # text baseline 0.5; d = 1 - 0.5 - 0.125 = 0.375 -> *1.0 -> clipped 0.2; *0.4 = 0.15;
-    # d = 0 - 0.5 - 0.25 = -0.75 -> clipped -0.2; text: 0; no tag / mismatch: -0.2
-    assert mode_rewards(group) == pytest.approx([0.2, 0.15, -0.2, 0.0, 0.0, -0.2, -0.2])
+    policy = Policy.from_pretrained(tiny)
+    base = ["domain.name=zoomgrid", f"domain.data_dir={tmp_path}", "domain.kinds=[color]",
+            "agent.min_pixels=784"]
+
+    def draw(*extra: str):
+        cfg = config.load(None, base + list(extra))
+        return sample_key(cfg, policy, "zoomgrid", 2, 5), samples(cfg, policy, "zoomgrid", 2, 5)
+
+    key28, at28 = draw("agent.max_pixels=784")  # 224 px seen at 28: stripes 4 px wide
+    again = draw("agent.max_pixels=784")
+    key56, at56 = draw("agent.max_pixels=3136")  # seen at 56: stripes 2 px wide
+    assert again == (key28, at28)
+    assert key28 != key56 and key28.startswith("seed5-n2-") and key56.startswith("seed5-n2-")
+    assert [s.meta["stripe"] for s in at28] == [4, 4] and [s.meta["stripe"] for s in at56] == [2, 2]
+    assert {Path(s.images["image"]).parent.name for s in at28 + at56} == {key28, key56}
+    with Image.open(at28[0].images["image"]) as a, Image.open(at56[0].images["image"]) as b:
+        assert np.asarray(a).tobytes() != np.asarray(b).tobytes()
+    cfg = config.load(None, base + ["agent.max_pixels=784"])
+    other = config.load(None, base + ["agent.max_pixels=784", "domain.kinds=[digit]"])
+    wider = config.load(None, base + ["agent.max_pixels=784", "domain.size=[448, 448]"])
+    keys = {sample_key(c, policy, d, 2, 5) for c in (cfg, other, wider)
+            for d in ("zoomgrid", "zoomqa")}
+    assert len(keys) == 6  # kinds, size and the domain each change the key
+    qa = samples(other, policy, "zoomqa", 2, 5)
+    assert [s.meta["kind"] for s in qa] == ["digit", "digit"]

@@ -11,15 +11,9 @@ from safetensors.torch import load_file
 from vlmagent import config
 from vlmagent.config import StageConfig, resolve_stage
 from vlmagent.policy import Policy
-from vlmagent.tiny import build_tiny
 from vlmagent.train import pipeline, warmup
 from vlmagent.train.common import StageRun, make_accelerator
-from vlmagent.train.data import expert_trajectories, samples
-
-
-@pytest.fixture(scope="module")
-def tiny(tmp_path_factory):
-    return build_tiny(tmp_path_factory.mktemp("tiny") / "m")
+from vlmagent.train.data import expert_episodes, samples
 
 
 def make_cfg(tmp: Path, tiny: Path) -> config.Config:
@@ -102,7 +96,7 @@ def test_decision_mask_covers_the_answer_then_the_call_arguments(tmp_path, tiny)
     cfg = make_cfg(tmp_path, tiny)
     policy = Policy.from_pretrained(tiny)
     batch = samples(cfg, policy, "zoomgrid", 2, 3)
-    t = expert_trajectories(cfg, policy, batch, "zoomgrid", 0)[0]
+    t = expert_episodes(cfg, policy, batch, "zoomgrid", 0)[0]
 
     def text(mask):
         return policy.decode([x for x, m in zip(t.token_ids, mask) if m])
@@ -156,7 +150,7 @@ def test_cascade_runs_warmup_then_readout_and_exports_a_plain_model(tmp_path, ti
 
 
 def test_curve_lists_every_stage_and_domain():
-    text = cascade.curve({"sft": {"zoomgrid": {"accuracy": 0.5, "reward": 0.25,
+    text = pipeline.curve({"sft": {"zoomgrid": {"accuracy": 0.5, "reward": 0.25,
                                                "tool_call_rate": 1.0}},
                           "gspo": {"zoomgrid": {"accuracy": 0.75, "reward": 0.5,
                                                 "tool_call_rate": 0.5},

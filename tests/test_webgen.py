@@ -13,11 +13,12 @@ import pytest
 
 from vlmagent.cli import main
 from vlmagent.config import Config, ExecutionConfig, StructureConfig, WebgenConfig
-from vlmagent.web import webgen
 from vlmagent.rewards.build import BuildStage, node_modules_path
 from vlmagent.rewards.cascade import Cascade, SiteContext
 from vlmagent.rewards.execution import ExecutionStage
+from vlmagent.rewards.response import score_response
 from vlmagent.rewards.structure import StructureStage
+from vlmagent.web import webgen
 
 LIMITS = WebgenConfig(max_files=5, max_total_bytes=2000)
 STATIC = webgen.load_scaffold("static")
@@ -282,7 +283,7 @@ def test_vite_build_then_chromium_sees_the_built_page(tmp_path):
     with Browser(cfg.browser) as browser:
         cascade = Cascade([StructureStage(StructureConfig()), BuildStage(WebgenConfig()),
                            ExecutionStage(browser, ExecutionConfig())])
-        r = webgen.score_response(GOOD_APP, VITE, cascade, tmp_path, WebgenConfig())
+        r = score_response(GOOD_APP, VITE, cascade, tmp_path, WebgenConfig())
     assert [(s.name, s.passed) for s in r.stages] == [("structure", True), ("build", True),
                                                       ("execution", True)], r.stages
     b, e = r.stages[1].details, r.stages[2].details

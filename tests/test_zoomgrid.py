@@ -11,10 +11,9 @@ import pytest
 from vlmagent import agent
 from vlmagent.config import AgentConfig
 from vlmagent.domains import get_domain, zoomgrid
+from vlmagent.images import QWEN2_5_VL_DEFAULT, Budget, load_image
 from vlmagent.policy import Policy
 from vlmagent.protocol import FORMATS, parse_answer, parse_mode
-from vlmagent.tiny import build_tiny
-from vlmagent.tools.base import load_image, smart_resize
 from vlmagent.tools.image import to_original, to_seen
 
 
@@ -29,8 +28,8 @@ def test_same_seed_same_pixels(tmp_path):
 
 
 @pytest.mark.parametrize("mode", ["tool", "text"])
-def test_expert_episodes_are_correct(tmp_path, mode):
-    policy = Policy.from_pretrained(build_tiny(tmp_path / "tiny"))
+def test_expert_episodes_are_correct(tiny, tmp_path, mode):
+    policy = Policy.from_pretrained(tiny)
     cfg = AgentConfig(tools=["zoom"], min_pixels=784, max_pixels=3136)
     samples = zoomgrid.make_samples(8, 1, tmp_path / "s")
     seen = lambda w, h: policy.seen_size(w, h, cfg.min_pixels, cfg.max_pixels)  # noqa: E731
@@ -42,8 +41,9 @@ def test_expert_episodes_are_correct(tmp_path, mode):
 
 # ---------------------------------------------------------------- hidden at the overview
 def budget(side: int):
-    """The seen-size rule of a pixel budget of side x side (what the agent's policy applies)."""
-    return lambda w, h: tuple(reversed(smart_resize(h, w, 28, side * side, side * side)))
+    """The seen-size rule of a Qwen2.5-VL processor under a pixel budget of side x side (what
+    the agent's policy applies)."""
+    return Budget(QWEN2_5_VL_DEFAULT.factor, side * side, side * side).seen_size
 
 
 def alternation_rule(view, box) -> int:
@@ -117,9 +117,10 @@ def test_expert_zoom_box_is_the_target_cell_and_covers_the_swatch(tmp_path):
         assert s.meta["stripe"] == 4  # half the overview's 8x downscale at this budget
 
 
-def test_warmup_views_are_the_images_the_agent_shows(tmp_path):
-    policy = Policy.from_pretrained(build_tiny(tmp_path / "tiny"))
-    cfg = AgentConfig(tools=["zoom"], min_pixels=784, max_pixels=784)
+@pytest.mark.parametrize("family,side", [("qwen2_5_vl", 28), ("qwen3_vl", 32)])
+def test_warmup_views_are_the_images_the_agent_shows(tiny_factory, tmp_path, family, side):
+    policy = Policy.from_pretrained(tiny_factory(family=family))
+    cfg = AgentConfig(tools=["zoom"], min_pixels=784, max_pixels=784)  # one visual token
     seen = lambda w, h: policy.seen_size(w, h, cfg.min_pixels, cfg.max_pixels)  # noqa: E731
     samples = zoomgrid.make_samples(3, 5, tmp_path / "s", seen_size=seen)
     actor = agent.ScriptedActor(policy, lambda ep: zoomgrid.expert_turns(ep.sample, "tool", seen))
@@ -129,7 +130,8 @@ def test_warmup_views_are_the_images_the_agent_shows(tmp_path):
         assert [np.asarray(im).tolist() for im in t.images] == [
             np.asarray(overview).tolist(), np.asarray(zoom).tolist()]
     batch = zoomgrid.perception_batch(4, 0, seen)
-    assert {b["overview"].size for b in batch} == {b["zoom"].size for b in batch} == {(28, 28)}
+    assert {b["overview"].size for b in batch} == {b["zoom"].size for b in batch} == \
+        {(side, side)}
     assert all(0 <= b["cell"] < zoomgrid.CELLS and 0 <= b["label"] < 4 for b in batch)
 
 

@@ -7,12 +7,16 @@ import pytest
 from PIL import Image
 
 from vlmagent.domains import DOMAINS, get_domain, zoomqa
+from vlmagent.images import QWEN2_5_VL_DEFAULT
 from vlmagent.protocol import FORMATS, THINK_TAGS, dispatch, parse_answer, parse_mode, stage_tags
-from vlmagent.tools import ToolEnv, default_seen_size, make_tools
+from vlmagent.tools import ToolEnv, make_tools
 from vlmagent.tools.image import to_original, to_seen
 from vlmagent.types import Sample
 
 SIGN_BG = np.array([250, 250, 245], np.float32)
+# What make_samples assumes when given no seen size (the tests below use that default): the
+# named Qwen2.5-VL budget. test_images.py checks the generator with a Qwen3-VL processor.
+SEEN = QWEN2_5_VL_DEFAULT.seen_size
 
 
 # ---------------------------------------------------------------- an ideal-ish reader
@@ -69,7 +73,7 @@ def test_zoom_makes_the_target_readable_and_the_default_view_does_not():
     for i in range(n):
         kind = zoomqa.KINDS[i % 4]
         image, spec = zoomqa.make_image([11, i], kind, zoomqa.SIZES[i % len(zoomqa.SIZES)])
-        env = ToolEnv()
+        env = ToolEnv(seen_size=SEEN)
         env.add_image(image, "image")
         seen = env.images["image"].seen
         k = (seen[0] / image.width, seen[1] / image.height)
@@ -123,7 +127,7 @@ def test_layout():
         assert 0 < x0 < tx0 < tx1 < x1 < size[0] and 0 < y0 < ty0 < ty1 < y1 < size[1]
         assert (arr[y0, x0:x1] == zoomqa.FRAME_RGB).all() and \
             (arr[y0:y1, x1 - 1] == zoomqa.FRAME_RGB).all()
-        seen = default_seen_size(*size)
+        seen = SEEN(*size)
         sb = to_seen(spec["box"], size, seen)
         assert min(sb[2] - sb[0], sb[3] - sb[1]) >= zoomqa.FRAME_SEEN  # easy to find...
         assert min(x1 - x0, y1 - y0) > 28  # ...and a valid zoom box
@@ -170,10 +174,10 @@ def samples(tmp_path_factory):
 def test_expert_turns_run_through_the_real_protocol(fmt, samples):
     tools = make_tools(["zoom", "crop"])
     for s in samples:
-        turns = zoomqa.expert_turns(s, "tool", default_seen_size, fmt)
+        turns = zoomqa.expert_turns(s, "tool", SEEN, fmt)
         assert len(turns) == 2 and turns[0].endswith(FORMATS[fmt].stop)
         call = FORMATS[fmt].parse(turns[0])
-        env = ToolEnv.from_sample(s)
+        env = ToolEnv.from_sample(s, seen_size=SEEN)
         result = dispatch(call, tools, env)
         assert result.error is None, result.error
         ref = env.images["image"]
@@ -186,8 +190,8 @@ def test_expert_turns_run_through_the_real_protocol(fmt, samples):
         assert parse_answer(text) == s.answer and zoomqa.check(turns[-1], s) == 1.0
         assert FORMATS[fmt].parse(turns[1]) is None
 
-        (only,) = zoomqa.expert_turns(s, "text", default_seen_size, fmt)
+        (only,) = zoomqa.expert_turns(s, "text", SEEN, fmt)
         assert parse_mode(only) == "text" and stage_tags(only) == list(THINK_TAGS)
         assert FORMATS[fmt].parse(only) is None and zoomqa.check(only, s) == 1.0
     with pytest.raises(ValueError, match="valid: tool, text"):
-        zoomqa.expert_turns(samples[0], "auto", default_seen_size)
+        zoomqa.expert_turns(samples[0], "auto", SEEN)

@@ -10,8 +10,9 @@ Every episode is built as exact tokens as it goes, so training never re-tokenise
     tool result turn (text + the tool's images)        mask 0
     ... until an answer, max_turns, or the token budget.
 
-Images are shown at the size the model sees (Qwen smart_resize under the pixel budget), and the
-tools get that size with the original pixels, so a crop box in the seen frame maps back exactly.
+Images are shown at the size the model sees (policy.seen_size: images.py's rule with the
+processor's factor, under the config's pixel budget), and the tools get that size with the
+original pixels, so a crop box in the seen frame maps back exactly.
 Episodes are batched: every round, all unfinished episodes generate together.
 """
 from __future__ import annotations
@@ -27,9 +28,11 @@ from PIL import Image
 
 from vlmagent import protocol
 from vlmagent.config import AgentConfig
+from vlmagent.images import ImageCache, resize_seen
 from vlmagent.policy import Context, Generation
+from vlmagent.rewards.episode import call_quality
 from vlmagent.tools import make_tools
-from vlmagent.tools.base import ImageCache, ToolEnv, resize_seen
+from vlmagent.tools.base import ToolEnv
 from vlmagent.types import Sample, ToolCall, ToolResult, Trajectory, Turn
 
 MODES = ("tool", "text", "none")
@@ -320,9 +323,8 @@ def _run_tools(calls: list[tuple[Episode, Any]], cfg: AgentConfig, tools: dict[s
         names = [k for k in e.env.images if k not in before]
         for im in result.images[len(names):]:  # a tool that did not register its images
             names.append(e.env.add_image(im))
-        # DriveAgent-R1 call quality (parsed, exists, args valid, ran), for mode rewards
-        e.traj.meta.setdefault("call_quality", []).append(
-            protocol.call_quality(parsed, tools, result))
+        # DriveAgent-R1 call quality (parsed, exists, args valid, ran), for the episode reward
+        e.traj.meta.setdefault("call_quality", []).append(call_quality(parsed, tools, result))
         seen = [_seen_image(e, n) for n in names]
         e.traj.timings["tools_s"] += time.perf_counter() - t
         return result, names, seen

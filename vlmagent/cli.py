@@ -34,7 +34,8 @@ def _split_overrides(items: list[str]) -> tuple[list[str], list[str]]:
 
 def cmd_score(args: argparse.Namespace) -> int:
     from vlmagent.errors import UsageError
-    from vlmagent.scoring import sites as scoring
+    from vlmagent.scoring.runner import format_summary
+    from vlmagent.scoring.sites import score
 
     paths, overrides = _split_overrides(args.paths + args.extra)
     if args.from_responses and paths:
@@ -46,28 +47,31 @@ def cmd_score(args: argparse.Namespace) -> int:
     cfg = config_mod.load(args.config, overrides)
     if args.workers is not None and args.workers < 1:
         raise UsageError("--workers must be at least 1")
-    if args.from_responses:  # model output -> projects (domains/webgen.py) -> the same cascade
+    if args.from_responses:  # model output -> projects (web/webgen.py) -> the same cascade
         from vlmagent.scoring.responses import score_responses
         summary = score_responses(args.from_responses, args.out, cfg, scaffold=args.scaffold,
                                   workers=args.workers, resume=args.resume, report=args.report,
                                   progress=not args.quiet)
     else:
-        summary = scoring.score(paths, args.out, cfg, workers=args.workers, resume=args.resume,
-                                report=args.report, progress=not args.quiet)
-    print(scoring.format_summary(summary))
+        summary = score(paths, args.out, cfg, workers=args.workers, resume=args.resume,
+                        report=args.report, progress=not args.quiet)
+    print(format_summary(summary))
     print(f"results: {args.out}" + (f"\nreport:  {args.report}" if args.report else ""))
     missing = summary.sites - len(summary.lines)
     return 1 if missing else 0
 
 
 def cmd_rollout(args: argparse.Namespace) -> int:
-    """Episodes of the configured domain through the agent loop, saved as trajectories."""
+    """Episodes of the configured domain through the agent loop, saved as trajectories, each
+    with its episode reward (the terms of train.defaults)."""
     from tqdm import tqdm
 
     from vlmagent import agent, trajectory
     from vlmagent.domains import get_domain
-    from vlmagent.policy import Policy
     from vlmagent.errors import UsageError
+    from vlmagent.policy import Policy
+    from vlmagent.rewards.episode import RewardTerms, record, score_episodes, summary
+    from vlmagent.train.data import expert_episodes, samples
 
     cfg = config_mod.load(args.config, args.overrides + args.extra)
     if args.n < 1:
@@ -78,33 +82,21 @@ def cmd_rollout(args: argparse.Namespace) -> int:
         raise UsageError("no model: set policy.path (for example `vlmagent tiny --out out/tiny` "
                          "then policy.path=out/tiny); the expert policy uses its tokenizer")
     policy = Policy.from_config(cfg.policy)
-    domain = get_domain(cfg.domain.name)
-    seen = lambda w, h: policy.seen_size(w, h, cfg.agent.min_pixels, cfg.agent.max_pixels)  # noqa: E731
-    samples = domain.make_samples(args.n, cfg.domain.seed, cfg.domain.data_dir,
-                                  kinds=tuple(cfg.domain.kinds),
-                                  size=tuple(cfg.domain.size) if cfg.domain.size else None,
-                                  seen_size=seen)
-    actor = None
-    if args.policy == "expert":
-        index = {s.id: i for i, s in enumerate(samples)}
-
-        def script(ep: agent.Episode) -> list[str]:
-            mode = cfg.agent.force_mode
-            if mode == "none":  # both modes, alternating, as dual-mode SFT data wants
-                mode = "tool" if index[ep.sample.id] % 2 == 0 else "text"
-            return domain.expert_turns(ep.sample, mode, seen, cfg.agent.format)
-
-        actor = agent.ScriptedActor(policy, script)
-    with tqdm(total=len(samples), desc="rollout", unit="episode", disable=args.quiet) as bar:
-        trajs = agent.rollout(policy, samples, cfg.agent, actor=actor, seed=args.seed,
-                              progress=bar.update)
-    for t, s in zip(trajs, samples):
-        t.reward = domain.check(t.turns[-1].text if t.turns else "", s)
+    name = cfg.domain.name
+    batch = samples(cfg, policy, name, args.n, cfg.domain.seed)
+    with tqdm(total=len(batch), desc="rollout", unit="episode", disable=args.quiet) as bar:
+        if args.policy == "expert":  # both modes, alternating, unless agent.force_mode
+            trajs = expert_episodes(cfg, policy, batch, name, seed=args.seed,
+                                    progress=bar.update)
+        else:
+            trajs = agent.rollout(policy, batch, cfg.agent, seed=args.seed, progress=bar.update)
+    scores = score_episodes(trajs, batch, RewardTerms.from_config(cfg), get_domain(name))
+    record(trajs, scores)
     trajectory.save(trajs, args.out)
-    acc = sum(t.reward for t in trajs) / len(trajs)
+    m = summary(trajs, scores)
     calls = sum(t.n_tool_calls for t in trajs) / len(trajs)
-    print(f"{len(trajs)} episodes -> {args.out}; accuracy {acc:.3f}, "
-          f"tool calls per episode {calls:.2f}")
+    print(f"{len(trajs)} episodes -> {args.out}; accuracy {m['accuracy']:.3f}, "
+          f"reward {m['reward']:.3f}, tool calls per episode {calls:.2f}")
     return 0
 
 
@@ -147,10 +139,10 @@ def cmd_check_config(args: argparse.Namespace) -> int:
 
 def cmd_tiny(args: argparse.Namespace) -> int:
     from vlmagent.errors import UsageError
-    from vlmagent.tiny import FAMILIES, cli_tiny
+    from vlmagent.tiny import TINY_FAMILIES, cli_tiny
 
-    if args.family not in FAMILIES:
-        raise UsageError(f"unknown family {args.family!r} (valid: {', '.join(FAMILIES)})")
+    if args.family not in TINY_FAMILIES:
+        raise UsageError(f"unknown family {args.family!r} (valid: {', '.join(TINY_FAMILIES)})")
     return cli_tiny(args)
 
 
@@ -170,7 +162,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--config", help="YAML config (see configs/score.yaml)")
     sp.add_argument("--from-responses", metavar="JSONL",
                     help='score model responses instead of folders: {"id": ..., "text": ...} '
-                    "per line (format: vlmagent/domains/webgen.py)")
+                    "per line (format: vlmagent/web/webgen.py)")
     sp.add_argument("--scaffold", help="static | vite-react (default: webgen.scaffold)")
     sp.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     sp.add_argument("--judge", choices=["metrics", "vlm", "openai"],

@@ -3,7 +3,7 @@
 Every loss takes tensors and floats (never a config), returns ``(loss_to_minimise, metrics)`` with
 ``metrics`` a dict of python floats, and treats ``old_*``/``ref_*`` inputs and advantages as
 constants (detached). Masked-out positions are zeroed *before* any ``exp`` so that padding
-values (even -inf) can never leak NaN into the loss or its gradient. Formulas: ALGORITHMS.md sec. 4.
+values (even -inf) can never leak NaN into the loss or its gradient. Formulas: docs/training.md.
 """
 
 from __future__ import annotations

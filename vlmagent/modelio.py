@@ -1,5 +1,4 @@
-"""Pure-torch helpers for policy.py: resize rule, image dedupe, padding, sampling, merged LoRA
-weights.
+"""Pure-torch helpers for policy.py: image dedupe, padding, sampling, merged LoRA weights.
 
 No transformers or peft imports here (only policy.py and tiny.py import those).
 """
@@ -8,8 +7,7 @@ from __future__ import annotations
 import torch
 from torch.utils.checkpoint import checkpoint
 
-from vlmagent.tools.base import image_key
-from vlmagent.tools.base import smart_resize as _smart_resize_hw
+from vlmagent.images import image_key
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16,
           "auto": "auto"}
@@ -25,13 +23,6 @@ def resolve_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(name)
-
-
-def smart_resize(width: int, height: int, factor: int, min_pixels: int,
-                 max_pixels: int) -> tuple[int, int]:
-    """Qwen-VL's smart_resize rule in (width, height) order (one implementation: tools/base)."""
-    h, w = _smart_resize_hw(height, width, factor, min_pixels, max_pixels)
-    return w, h
 
 
 def dedupe_images(images: list) -> tuple[list, list[int]]:

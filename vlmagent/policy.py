@@ -9,8 +9,9 @@ generation returning exact token ids + sampled logps, and logps with grad for tr
     [lp] = policy.logprobs([Context(ids + gen.token_ids, [img], "s0")])
     # lp[-len(gen.token_ids):] equals gen.logps
 
-Images arrive already resized to what the model sees (sides multiples of `patch_factor`; see
-`seen_size`), so the image processor never resizes them and tool boxes stay in that frame.
+Images arrive already resized to what the model sees (`seen_size`: the rule of images.py with
+the budget of this model's processor, `budget`), so the image processor never resizes them and
+tool boxes stay in that frame.
 Every forward pass first runs `check_invariants` (image pad tokens vs image_grid_thw).
 """
 from __future__ import annotations
@@ -23,6 +24,8 @@ import torch
 from PIL import Image
 
 from vlmagent.config import LoraSettings, PolicyConfig
+from vlmagent.errors import UsageError
+from vlmagent.images import Budget, Size
 from vlmagent.modelio import (
     chunked_logps,
     dedupe_images,
@@ -31,10 +34,10 @@ from vlmagent.modelio import (
     pad_runs,
     resolve_device,
     sample_next,
-    smart_resize,
     torch_dtype,
 )
 
+# The model types Policy loads (config.model_type); tiny.py builds a subset of them.
 FAMILIES = ("qwen2_vl", "qwen2_5_vl", "qwen3_vl", "qwen3_vl_moe")
 
 
@@ -71,7 +74,12 @@ class Policy:
         vision = cfg.vision_config
         self.merge_size: int = vision.spatial_merge_size
         self.patch_size: int = vision.patch_size
-        self.patch_factor: int = self.patch_size * self.merge_size
+        # The processor's budget (its factor and default pixel bounds): the seen-size rule.
+        self.budget: Budget = Budget.from_processor(processor)
+        if self.budget.factor != self.patch_size * self.merge_size:
+            raise ValueError(f"the image processor's patch_size x merge_size ("
+                             f"{self.budget.factor}) differs from the vision tower's "
+                             f"{self.patch_size} x {self.merge_size}")
         self.image_token_id: int = cfg.image_token_id
         self.video_token_id: int = cfg.video_token_id
         self.vision_start_id: int = cfg.vision_start_token_id
@@ -92,7 +100,18 @@ class Policy:
         adapters, or makes a loaded `adapter` trainable; `adapter` alone loads it frozen."""
         from transformers import AutoModelForImageTextToText, AutoProcessor
 
-        model = AutoModelForImageTextToText.from_pretrained(str(path), dtype=torch_dtype(dtype))
+        try:
+            model = AutoModelForImageTextToText.from_pretrained(str(path), dtype=torch_dtype(dtype))
+        except OSError as e:
+            if Path(path).exists():
+                raise
+            # not a folder, and the hub (or its cache, offline) has no such model: say which path
+            # and how to get one, instead of transformers' traceback about the hub connection
+            raise UsageError(
+                f"no model at {str(path)!r}: no such folder, and no hub model of that name could "
+                f"be loaded ({str(e).splitlines()[0]}). Build a tiny offline model with "
+                f"`vlmagent tiny --out {path}`, or set policy.path to a model folder or hub id"
+            ) from None
         model.to(resolve_device(device))
         processor = AutoProcessor.from_pretrained(str(path))
         if adapter:
@@ -120,21 +139,20 @@ class Policy:
         return next(self.model.parameters()).device
 
     # ------------------------------------------------------------ images
-    def seen_size(self, w: int, h: int, min_pixels: int | None = None,
-                  max_pixels: int | None = None) -> tuple[int, int]:
-        """(width, height) the model sees for a w x h image under the pixel budget."""
-        size = self.processor.image_processor.size
-        lo = min_pixels if min_pixels is not None else size["shortest_edge"]
-        hi = max_pixels if max_pixels is not None else size["longest_edge"]
-        return smart_resize(w, h, self.patch_factor, lo, hi)
+    @property
+    def patch_factor(self) -> int:
+        """Pixels per visual token side: patch size x merge size (28 Qwen2/2.5-VL, 32 Qwen3-VL)."""
+        return self.budget.factor
 
-    def tokens_per_image(self, size: tuple[int, int]) -> int:
+    def seen_size(self, w: int, h: int, min_pixels: int | None = None,
+                  max_pixels: int | None = None) -> Size:
+        """(width, height) the model sees for a w x h image; pixel bounds not given are the
+        processor's own."""
+        return self.budget.with_pixels(min_pixels, max_pixels).seen_size(w, h)
+
+    def tokens_per_image(self, size: Size) -> int:
         """Image pad tokens for an image of the seen size (w, h)."""
-        w, h = size
-        if w % self.patch_factor or h % self.patch_factor or w <= 0 or h <= 0:
-            raise ValueError(f"image size {w}x{h} is not a multiple of {self.patch_factor}; "
-                             "resize it with policy.seen_size first")
-        return (w // self.patch_factor) * (h // self.patch_factor)
+        return self.budget.tokens(size)
 
     def encode_images(self, images: list[Image.Image]) -> dict[str, torch.Tensor]:
         """Pixel patches for images already at their seen size: {pixel_values, image_grid_thw}."""

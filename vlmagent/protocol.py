@@ -249,19 +249,3 @@ def dispatch(call: Parsed, tools: Mapping[str, Tool], env: ToolEnv) -> ToolResul
                                 "not a ToolResult")
     return result
 
-
-def call_quality(call: Parsed, tools: Mapping[str, Tool], result: ToolResult) -> float:
-    """DriveAgent-R1 per-call quality: 0.2 parsed + 0.2 exists + 0.2 args valid + 0.4 ran ok.
-
-    Each part needs the previous ones (arguments cannot be valid for a tool that does not exist).
-    """
-    if not isinstance(call, ToolCall):
-        return 0.0
-    if call.name not in tools:
-        return 0.2
-    try:
-        if tools[call.name].check(call.arguments):
-            return 0.4
-    except Exception:
-        return 0.4
-    return 0.6 if result.error else 1.0

@@ -21,7 +21,11 @@ from tokenizers import AddedToken, Regex, Tokenizer, decoders, normalizers, pre_
 from tokenizers.models import BPE
 from tokenizers.trainers import BpeTrainer
 
-FAMILIES = ("qwen2_vl", "qwen2_5_vl", "qwen3_vl")
+from vlmagent.policy import FAMILIES
+
+# The families this module builds: those Policy loads (policy.FAMILIES owns the list) except
+# qwen3_vl_moe, for which there is no tiny builder (`_config` knows the three dense ones).
+TINY_FAMILIES = tuple(f for f in FAMILIES if f != "qwen3_vl_moe")
 
 # Qwen's special tokens (skipped when decoding with skip_special_tokens=True).
 SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|vision_start|>",
@@ -230,8 +234,8 @@ def make_tiny(family: str = "qwen2_5_vl", seed: int = 0, min_pixels: int = 28 * 
     """A tiny random `family` model (float32, eval mode) and its processor, in memory."""
     from transformers import AutoModelForImageTextToText, GenerationConfig
 
-    if family not in FAMILIES:
-        raise ValueError(f"unknown family {family!r}; valid: {', '.join(FAMILIES)}")
+    if family not in TINY_FAMILIES:
+        raise ValueError(f"unknown family {family!r}; valid: {', '.join(TINY_FAMILIES)}")
     tokenizer = build_tokenizer()
     config = _config(family, tokenizer)
     with torch.random.fork_rng(devices=[]):
@@ -260,7 +264,7 @@ def build_tiny(out_dir: str | Path, family: str = "qwen2_5_vl", seed: int = 0,
 def add_arguments(ap: argparse.ArgumentParser) -> None:  # for scripts embedding the builder
     """Flags of `vlmagent tiny`."""
     ap.add_argument("--out", required=True, help="folder to write the model and processor to")
-    ap.add_argument("--family", default="qwen2_5_vl", choices=FAMILIES)
+    ap.add_argument("--family", default="qwen2_5_vl", choices=TINY_FAMILIES)
     ap.add_argument("--seed", type=int, default=0)
 
 

@@ -75,6 +75,32 @@ class Trajectory:
     meta: dict[str, Any] = field(default_factory=dict)
 
 
+@dataclass
+class TermScore:
+    """One named term of an episode's reward: what it adds to the total (weight applied)."""
+
+    name: str  # answer | format | tool_quality | tool_bonus | mode
+    value: float
+    details: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class EpisodeReward:
+    """An agent episode's reward: the sum of its terms, scored on the final assistant answer.
+    `accuracy` is the domain's check alone (the answer term), reported apart from the reward."""
+
+    reward: float
+    accuracy: float
+    answer: str | None  # the parsed final answer (None: no <answer> tag)
+    terms: list[TermScore] = field(default_factory=list)
+
+    def values(self) -> dict[str, float]:
+        return {t.name: t.value for t in self.terms}
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
 # ---------------------------------------------------------------- browser -> rewards
 @dataclass
 class Interaction:

@@ -1,14 +1,16 @@
 """The interactive tool-call debugger (`vlmagent debug`): a local page to step an episode.
 
-session.py is the step logic (pure Python, tested directly), view.py turns it into JSON for the
-page, server.py serves the page and a small JSON API (standard library only).
+session.py is the step logic (pure Python, tested directly), samples.py where its samples come
+from, view.py turns it into JSON for the page, server.py serves the page and a small JSON API
+(standard library only).
 """
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Any
 
-from .session import DebugError, Session, shipped_sample
+from .samples import DebugError, shipped_sample
+from .session import Session
 
 __all__ = ["DebugError", "Session", "open_session", "shipped_sample"]
 

@@ -26,7 +26,8 @@ from pathlib import Path
 from typing import Any
 
 from . import view
-from .session import MAX_UPLOAD_BYTES, DebugError, Session
+from .samples import MAX_UPLOAD_BYTES, DebugError
+from .session import Session
 
 STATIC = {"/": ("page.html", "text/html; charset=utf-8"),
           "/page.js": ("page.js", "text/javascript; charset=utf-8"),

@@ -7,40 +7,28 @@ episode from the prompt plus entries[:k] and then applies the edited turn. Tools
 functions of their inputs, so a rebuild reproduces the earlier turns exactly (tokens, images).
 
 Without a model (manual mode), `BudgetPolicy` stands in for the policy: the agent loop runs on
-text alone, images are sized from the config's pixel budget with tools.base.smart_resize, and
-no tokens exist (the page says so).
+text alone, images are sized with the named Qwen2.5-VL default factor
+(images.QWEN2_5_VL_DEFAULT) under the config's pixel budget, and no tokens exist (the page
+says so). Samples come from debug/samples.py; the score is the episode reward every training
+consumer uses (rewards/episode.py).
 """
 from __future__ import annotations
 
-import io
 import json
 import tempfile
-import warnings
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from PIL import Image
-
 from vlmagent import agent, protocol, trajectory
 from vlmagent.config import Config
+from vlmagent.debug.samples import DebugError, domain_sample, shipped_sample, upload_sample
 from vlmagent.domains import DOMAINS, get_domain
+from vlmagent.images import QWEN2_5_VL_DEFAULT, Budget, ImageCache, Size
 from vlmagent.policy import Generation
+from vlmagent.rewards.episode import RewardTerms, score_episodes
 from vlmagent.tools import make_tools
-from vlmagent.tools.base import FACTOR, ImageCache, smart_resize
 from vlmagent.types import Sample, ToolCall, Trajectory
-
-SAMPLE_DIR = Path(__file__).with_name("sample")
-# The shipped sample: zoomqa, a digit in a magenta frame, small enough to ship (200 KB).
-SHIPPED_SEED, SHIPPED_KIND, SHIPPED_SIZE = 3, "digit", (1001, 667)
-MAX_UPLOAD_BYTES = 20 << 20
-MAX_UPLOAD_PIXELS = 40_000_000  # far above any pixel budget; stops decompression bombs
-MAX_QUESTION_CHARS = 4000
-MAX_SEED = 2**32 - 1
-
-
-class DebugError(ValueError):
-    """Bad input from the person at the page; the message is shown there as is."""
 
 
 class _NoTokenizer:
@@ -56,17 +44,26 @@ class _NoTokenizer:
 
 class BudgetPolicy:
     """Stands in for `Policy` when no model is loaded: seen sizes and tokens per image come from
-    the pixel budget via smart_resize (Qwen's rule, 28 px per visual token); no token ids."""
+    `budget` (images.py's rule) under the config's pixel bounds; no token ids.
 
-    patch_factor = FACTOR
+    With no processor to ask, the factor is the named Qwen2.5-VL default (28 px per visual
+    token); pass Budget.from_processor(...) to mimic another model without loading it."""
+
     tokenizer = _NoTokenizer()
 
-    def seen_size(self, w: int, h: int, min_pixels: int, max_pixels: int) -> tuple[int, int]:
-        sh, sw = smart_resize(h, w, FACTOR, min_pixels, max_pixels)
-        return sw, sh
+    def __init__(self, budget: Budget = QWEN2_5_VL_DEFAULT) -> None:
+        self.budget = budget
 
-    def tokens_per_image(self, size: tuple[int, int]) -> int:
-        return (size[0] // FACTOR) * (size[1] // FACTOR)
+    @property
+    def patch_factor(self) -> int:
+        return self.budget.factor
+
+    def seen_size(self, w: int, h: int, min_pixels: int | None = None,
+                  max_pixels: int | None = None) -> Size:
+        return self.budget.with_pixels(min_pixels, max_pixels).seen_size(w, h)
+
+    def tokens_per_image(self, size: Size) -> int:
+        return self.budget.tokens(size)
 
     def chat_tokens(self, messages: Any, tools: Any = None, add_generation_prompt: bool = False,
                     continuation: bool = False) -> list[int]:
@@ -82,29 +79,6 @@ class Entry:
 
     gen: Generation
     source: str  # "model" (sampled), "manual" (typed) or "edited" (a call changed in the page)
-
-
-def shipped_sample() -> Sample:
-    """The zoomqa sample inside the package (see make_shipped_sample)."""
-    rec = json.loads((SAMPLE_DIR / "sample.json").read_text(encoding="utf-8"))
-    rec["images"] = {k: str(SAMPLE_DIR / v) for k, v in rec["images"].items()}
-    return Sample(**rec)
-
-
-def make_shipped_sample(out_dir: str | Path = SAMPLE_DIR) -> Sample:
-    """(Re)generate the shipped sample with the zoomqa domain and a fixed seed."""
-    from vlmagent.domains import zoomqa
-
-    out = Path(out_dir)
-    [s] = zoomqa.make_samples(1, SHIPPED_SEED, out, kinds=(SHIPPED_KIND,), size=SHIPPED_SIZE)
-    src = Path(s.images["image"])
-    with Image.open(src) as im:
-        im.save(out / "zoomqa-sample.png", optimize=True)  # lossless, smaller than level 1
-    src.unlink()
-    rec = {"id": s.id, "prompt": s.prompt, "images": {"image": "zoomqa-sample.png"},
-           "answer": s.answer, "domain": s.domain, "meta": s.meta}
-    (out / "sample.json").write_text(json.dumps(rec, indent=1) + "\n", encoding="utf-8")
-    return shipped_sample() if out == SAMPLE_DIR else s
 
 
 class Session:
@@ -189,51 +163,14 @@ class Session:
 
     def load_domain(self, name: str, seed: Any, kind: str = "") -> None:
         """A generated sample of domain `name` (zoomqa, zoomgrid) from `seed`."""
-        if name not in DOMAINS:
-            raise DebugError(f"unknown domain {name!r} (valid: {', '.join(DOMAINS)})")
-        if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed <= MAX_SEED:
-            raise DebugError(f"seed must be a whole number from 0 to {MAX_SEED}, got {seed!r}")
-        domain = get_domain(name)
-        if not kind:  # the configured kinds this domain knows, one per seed in turn
-            known = [k for k in self.cfg.domain.kinds if k in domain.KINDS] or [domain.KINDS[0]]
-            kind = known[seed % len(known)]
-        kinds = (kind,)
-        with warnings.catch_warnings(record=True) as caught:  # shown on the page instead
-            warnings.simplefilter("always")
-            try:
-                [s] = domain.make_samples(1, seed, self.workdir / name, kinds=kinds,
-                                          seen_size=self.seen_size)
-            except ValueError as e:
-                raise DebugError(str(e)) from None
-        self.load_sample(s)
-        self.notes = [str(w.message) for w in caught]
+        sample, notes = domain_sample(name, seed, kind, self.cfg.domain.kinds, self.workdir,
+                                      self.seen_size)
+        self.load_sample(sample)
+        self.notes = notes
 
     def load_upload(self, data: bytes, question: str, answer: str = "") -> None:
         """An uploaded image and question; `answer` (optional) makes the episode scorable."""
-        if len(data) > MAX_UPLOAD_BYTES:
-            raise DebugError(f"the image is {len(data) / 2**20:.1f} MiB; the limit is "
-                             f"{MAX_UPLOAD_BYTES >> 20} MiB")
-        if not question.strip():
-            raise DebugError("write a question for the uploaded image")
-        if len(question) > MAX_QUESTION_CHARS:
-            raise DebugError(f"the question has {len(question)} characters (at most "
-                             f"{MAX_QUESTION_CHARS})")
-        try:
-            with Image.open(io.BytesIO(data)) as im:
-                if im.width * im.height > MAX_UPLOAD_PIXELS:
-                    raise DebugError(f"the image is {im.width}x{im.height}; at most "
-                                     f"{MAX_UPLOAD_PIXELS // 10**6} megapixels")
-                image = im.convert("RGB")
-        except DebugError:
-            raise
-        except Exception as e:  # PIL raises several kinds for non-images and broken files
-            raise DebugError(f"the upload is not an image PIL can read ({type(e).__name__}: "
-                             f"{e})") from None
-        if max(image.size) / min(image.size) > 200:
-            raise DebugError(f"the image is {image.width}x{image.height}: the aspect ratio "
-                             "must be below 200 (Qwen-VL's limit)")
-        self.load_sample(Sample(id="upload", prompt=question.strip(), images={"image": image},
-                                answer=answer.strip() or None, domain="upload"))
+        self.load_sample(upload_sample(data, question, answer))
 
     # ------------------------------------------------------------ stepping
     def _need_episode(self) -> agent.Episode:
@@ -341,19 +278,22 @@ class Session:
         return t
 
     def score_answer(self) -> dict[str, Any]:
-        """The domain's check on the last assistant turn (the configured reward)."""
+        """The episode reward (rewards/episode.py, the terms of train.defaults) of the episode
+        so far: its final assistant answer checked by the sample's domain (an upload: the
+        configured domain's check)."""
         ep = self._need_episode()
         s = self.sample
-        last = next((t.text for t in reversed(ep.traj.turns) if t.role == "assistant"), None)
-        if last is None:
+        if not any(t.role == "assistant" for t in ep.traj.turns):
             raise DebugError("nothing to score yet: the policy has not written a turn")
         if s is None or s.answer is None:
             raise DebugError("this sample has no reference answer (give one with the upload)")
+        agent.budget_spent(ep, self.acfg)  # no room for another turn: it is over, close it
         name = s.domain if s.domain in DOMAINS else self.cfg.domain.name
-        reward = float(get_domain(name).check(last, s))
-        self.score = {"reward": reward, "answer": protocol.parse_answer(last),
-                      "expected": str(s.answer), "check": f"{name}.check"}
-        ep.traj.reward = reward
+        [r] = score_episodes([ep.traj], [s], RewardTerms.from_config(self.cfg),
+                             get_domain(name))
+        self.score = {"reward": r.reward, "accuracy": r.accuracy, "answer": r.answer,
+                      "expected": str(s.answer), "check": f"{name}.check", "terms": r.values()}
+        ep.traj.reward = r.reward
         return self.score
 
     def save(self, path: str) -> Path:

@@ -13,8 +13,8 @@ from typing import Any
 from PIL import Image
 
 from vlmagent.domains import DOMAINS, get_domain
+from vlmagent.images import image_key
 from vlmagent.protocol import ParseError
-from vlmagent.tools.base import FACTOR, image_key
 from vlmagent.types import ToolCall, Trajectory
 
 from .session import Session
@@ -58,7 +58,8 @@ def _tokens_per_image(s: Session, size: tuple[int, int]) -> int:
     try:
         return int(s.policy.tokens_per_image(size))
     except ValueError:  # a replayed image at a size this processor would resize: estimate
-        return (size[0] // FACTOR) * (size[1] // FACTOR)
+        f = s.policy.patch_factor
+        return (size[0] // f) * (size[1] // f)
 
 
 def _call(call: ToolCall | None) -> dict[str, Any] | None:

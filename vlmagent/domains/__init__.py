@@ -1,19 +1,18 @@
-"""Task domains. Registry: a plain dict, name -> module exposing make_samples, check,
-expert_turns, save_samples and load_samples."""
+"""Task domains. Registry: a plain dict, name -> a `Domain` (domains/base.py), usually the
+domain's module; shared helpers live in domains/common.py."""
 from __future__ import annotations
 
-from types import ModuleType
-
 from vlmagent.domains import zoomgrid, zoomqa
+from vlmagent.domains.base import Domain, PerceptionDomain
 
-DOMAINS: dict[str, ModuleType] = {"zoomqa": zoomqa, "zoomgrid": zoomgrid}
+DOMAINS: dict[str, Domain] = {"zoomqa": zoomqa, "zoomgrid": zoomgrid}
 
 
-def get_domain(name: str) -> ModuleType:
-    """The domain module by name; an unknown name lists the valid ones."""
+def get_domain(name: str) -> Domain:
+    """The domain by name; an unknown name lists the valid ones."""
     if name not in DOMAINS:
         raise ValueError(f"unknown domain {name!r} (valid: {', '.join(DOMAINS)})")
     return DOMAINS[name]
 
 
-__all__ = ["DOMAINS", "get_domain"]
+__all__ = ["DOMAINS", "Domain", "PerceptionDomain", "get_domain"]

@@ -29,13 +29,15 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageDraw
 
-from vlmagent.domains.zoomqa import check, load_samples, save_samples
+from vlmagent.domains.common import check, eval_metrics, load_samples, save_samples, seen_box
+from vlmagent.images import QWEN2_5_VL_DEFAULT, resize_seen
 from vlmagent.protocol import get_format
 from vlmagent.tools.base import ToolEnv
 from vlmagent.tools.image import ZoomTool, to_seen
 from vlmagent.types import Sample, ToolCall
 
 DOMAIN = "zoomgrid"
+VERSION = 1  # bump when the same arguments draw different samples (the sample cache key)
 KINDS = ("color",)
 SIZE = (224, 224)
 GRID = 2  # cells per side
@@ -53,9 +55,10 @@ QUESTION = ("One cell of this image holds a white card with a striped patch. Wha
 _INK = np.array(list(INKS.values()), np.float64)
 
 
-def quarter_size(w: int, h: int) -> tuple[int, int]:
-    """The seen size assumed when none is given: a quarter of each side (224 -> 56)."""
-    return max(28, w // 4 // 28 * 28), max(28, h // 4 // 28 * 28)
+def quarter_size(w: int, h: int, factor: int = QWEN2_5_VL_DEFAULT.factor) -> tuple[int, int]:
+    """The seen size assumed when the caller gives none: a quarter of each side, rounded down to
+    a multiple of `factor` (the named Qwen2.5-VL default: 224 -> 56)."""
+    return max(factor, w // 4 // factor * factor), max(factor, h // 4 // factor * factor)
 
 
 def stripe_width(size: tuple[int, int], seen_size: Callable[[int, int], tuple[int, int]]) -> int:
@@ -170,12 +173,6 @@ def make_samples(n: int, seed: int, out_dir: str | Path, kinds: Sequence[str] = 
     return samples
 
 
-def seen_box(sample: Sample, seen_size: Callable[[int, int], tuple[int, int]]) -> list[int]:
-    """The target cell in the frame of the image as the model sees it."""
-    w, h = sample.meta["size"]
-    return list(to_seen(sample.meta["box"], (w, h), tuple(seen_size(w, h))))
-
-
 def expert_turns(sample: Sample, mode: str, seen_size_fn: Callable[[int, int], tuple[int, int]],
                  fmt: str = "hermes") -> list[str]:
     """Scripted assistant turns, kept short for tiny models. tool mode: [zoom on the card's cell,
@@ -200,12 +197,8 @@ def views(image: Image.Image, box: Sequence[int],
     result = ZoomTool().run({"image": name, "bbox": list(box)}, env)
     if result.error:
         raise ValueError(result.error)
-    return _seen(env, name), _seen(env, next(reversed(env.images)))
-
-
-def _seen(env: ToolEnv, name: str) -> Image.Image:
-    ref = env.images[name]  # the agent's resize (agent._seen_image)
-    return ref.image.resize(ref.seen, Image.Resampling.BICUBIC, reducing_gap=3.0)
+    overview, zoom = env.images[name], env.images[next(reversed(env.images))]
+    return resize_seen(overview.image, overview.seen), resize_seen(zoom.image, zoom.seen)
 
 
 def perception_batch(n: int, seed: int, seen_size: Callable[[int, int], tuple[int, int]],
@@ -223,5 +216,6 @@ def perception_batch(n: int, seed: int, seen_size: Callable[[int, int], tuple[in
     return out
 
 
-__all__ = ["ANSWERS", "CELLS", "DOMAIN", "KINDS", "check", "expert_turns", "load_samples",
-           "make_image", "make_samples", "perception_batch", "save_samples", "seen_box", "views"]
+__all__ = ["ANSWERS", "CELLS", "DOMAIN", "KINDS", "VERSION", "check", "eval_metrics",
+           "expert_turns", "load_samples", "make_image", "make_samples", "perception_batch",
+           "save_samples", "seen_box", "views"]

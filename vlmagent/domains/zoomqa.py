@@ -8,10 +8,8 @@ zooming into the frame (the zoom tool crops from the original pixels). Targets: 
 """
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -19,12 +17,20 @@ import cv2
 import numpy as np
 from PIL import Image, ImageDraw
 
-from vlmagent.protocol import get_format, parse_answer
-from vlmagent.tools.base import default_seen_size
-from vlmagent.tools.image import to_seen
+from vlmagent.domains.common import (
+    check,
+    eval_metrics,
+    load_samples,
+    normalize,
+    save_samples,
+    seen_box,
+)
+from vlmagent.images import QWEN2_5_VL_DEFAULT
+from vlmagent.protocol import get_format
 from vlmagent.types import Sample, ToolCall
 
 DOMAIN = "zoomqa"
+VERSION = 1  # bump when the same arguments draw different samples (the sample cache key)
 KINDS = ("digit", "color", "shape", "word")
 # Large enough that, under the default 448x448 budget, one bitmap cell is <= 0.35 seen px: then
 # even an ideal reader that knows where the glyph is reads it at about chance (tests measure it).
@@ -127,10 +133,13 @@ def _frame(canvas: np.ndarray, box: Sequence[int], width: int, rgb: tuple[int, i
 def make_image(seed: int | Sequence[int], kind: str, size: tuple[int, int],
                seen_size: Callable[[int, int], tuple[int, int]] | None = None
                ) -> tuple[Image.Image, dict[str, Any]]:
-    """One image and its spec (question, answer, frame box, target box in ORIGINAL pixels)."""
+    """One image and its spec (question, answer, frame box, target box in ORIGINAL pixels).
+
+    `seen_size` (the policy's rule) sizes the frame and glyphs for what the model sees; without
+    it, the named Qwen2.5-VL default budget (images.QWEN2_5_VL_DEFAULT)."""
     rng = np.random.default_rng(seed)
     w, h = size
-    sw, sh = (seen_size or default_seen_size)(w, h)
+    sw, sh = (seen_size or QWEN2_5_VL_DEFAULT.seen_size)(w, h)
     scale = max(sw / w, sh / h)
     cell = cell_size(scale)
     parts, answer, question = _target(rng, kind)
@@ -229,24 +238,6 @@ def make_samples(n: int, seed: int, out_dir: str | Path, kinds: Sequence[str] = 
     return samples
 
 
-def normalize(text: str) -> str:
-    """Lower case, no surrounding space, quotes or final punctuation; 'colour' words as-is."""
-    return text.strip().strip("\"'`").rstrip(".!").strip().lower()
-
-
-def check(answer_text: str, sample: Sample) -> float:
-    """1.0 when the <answer> (or, without one, the whole text) matches after normalisation."""
-    got = parse_answer(answer_text)
-    got = answer_text if got is None else got
-    return float(normalize(got) == normalize(str(sample.answer)))
-
-
-def seen_box(sample: Sample, seen_size: Callable[[int, int], tuple[int, int]]) -> list[int]:
-    """The marker frame's box in the frame of the image as the model sees it (rounded out)."""
-    w, h = sample.meta["size"]
-    return list(to_seen(sample.meta["box"], (w, h), tuple(seen_size(w, h))))
-
-
 def expert_turns(sample: Sample, mode: str, seen_size_fn: Callable[[int, int], tuple[int, int]],
                  fmt: str = "hermes") -> list[str]:
     """Scripted assistant turns for SFT. tool mode: [describe + zoom call, read + answer];
@@ -272,13 +263,5 @@ def expert_turns(sample: Sample, mode: str, seen_size_fn: Callable[[int, int], t
             f"</think_with_tools><answer>{ans}</answer>"]
 
 
-def save_samples(samples: Sequence[Sample], path: str | Path) -> None:
-    """One JSON object per line."""
-    with open(path, "w", encoding="utf-8") as f:
-        for s in samples:
-            f.write(json.dumps(asdict(s), ensure_ascii=False) + "\n")
-
-
-def load_samples(path: str | Path) -> list[Sample]:
-    with open(path, encoding="utf-8") as f:
-        return [Sample(**json.loads(line)) for line in f if line.strip()]
+__all__ = ["ANSWERS", "DOMAIN", "KINDS", "VERSION", "check", "eval_metrics", "expert_turns",
+           "load_samples", "make_image", "make_samples", "normalize", "save_samples", "seen_box"]

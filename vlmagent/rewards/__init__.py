@@ -8,11 +8,11 @@ from typing import Any
 
 from vlmagent.config import Config, to_dict
 from vlmagent.rewards.aesthetics import AestheticsStage
-from vlmagent.rewards.aesthetics_js import MEASURE
 from vlmagent.rewards.build import BuildStage
 from vlmagent.rewards.cascade import Cascade, SiteContext, compose, fingerprint, site_hash
 from vlmagent.rewards.execution import ExecutionStage
 from vlmagent.rewards.structure import StructureStage
+from vlmagent.web.js import load as load_js
 
 REWARD_STAGES: dict[str, Any] = {
     "structure": lambda cfg, browser: StructureStage(cfg.reward.structure),
@@ -20,7 +20,7 @@ REWARD_STAGES: dict[str, Any] = {
     # pages are loaded once per site rather than twice.
     "execution": lambda cfg, browser: ExecutionStage(
         browser, cfg.reward.execution,
-        measure=MEASURE if "aesthetics" in cfg.reward.stages else None),
+        measure=load_js("measure") if "aesthetics" in cfg.reward.stages else None),
     "build": lambda cfg, browser: BuildStage(cfg.webgen),  # scaffold projects: vite build
     "aesthetics": lambda cfg, browser: AestheticsStage(browser, cfg.reward.aesthetics,
                                                        cfg.browser),

@@ -2,11 +2,12 @@
 
 Every visited page (index first, up to max_pages) is measured at the desktop and the mobile
 viewport: pixels of its full-page screenshot (reused from the execution stage when it wrote
-them) and DOM facts from aesthetics_js.MEASURE (computed styles, layout boxes). Each measure
-maps to [0, 1] by its distance to a good band (SPECS): appeal peaks at moderate complexity, so
-"more" is never better. Scores of one measure are averaged over pages and viewports; measures
-are combined by a weighted geometric mean (non-compensatory: unreadable text is not bought
-back by nice colours), floored per measure at FLOOR. aesthetic_score = 5 * stage score.
+them) and DOM facts from the in-page script web/js/measure.js (computed styles, layout boxes).
+Each measure maps to [0, 1] by its distance to a good band (SPECS): appeal peaks at moderate
+complexity, so "more" is never better. Scores of one measure are averaged over pages and
+viewports; measures are combined by a weighted geometric mean (non-compensatory: unreadable text
+is not bought back by nice colours), floored per measure at FLOOR. aesthetic_score = 5 * stage
+score.
 
 A judge (judges.py) may replace the metric score by a VLM's 0-5 rating; if it fails, the
 failure is recorded in details["judge"] and the metric score stands.
@@ -20,10 +21,10 @@ from typing import Any
 
 from vlmagent.config import AestheticsConfig, BrowserConfig
 from vlmagent.rewards import aesthetics_measures as m
-from vlmagent.rewards.aesthetics_js import MEASURE
 from vlmagent.rewards.cascade import SiteContext
 from vlmagent.rewards.judges import Evidence, Shot, build_judge
 from vlmagent.types import StageScore
+from vlmagent.web.js import load as load_js
 
 FLOOR = 0.05  # a measure at 0 costs like 0.05 in the geometric mean, so one zero is not fatal
 
@@ -208,8 +209,8 @@ class AestheticsStage:
                      "mobile": p.measures["mobile"], "png_desktop": None, "png_mobile": None}
                     for p in pages]
         else:
-            recs = self.browser.inspect_pages(site.root, [p.path for p in pages], MEASURE,
-                                              shoot=need, deadline=deadline)
+            recs = self.browser.inspect_pages(site.root, [p.path for p in pages],
+                                              load_js("measure"), shoot=need, deadline=deadline)
         for r in recs:
             for vp in ("desktop", "mobile"):
                 r[f"png_{vp}"] = r.get(f"png_{vp}") or shots.get((r["path"], vp))

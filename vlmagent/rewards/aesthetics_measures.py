@@ -1,6 +1,6 @@
 """Raw aesthetic measures of rendered pages: pure functions of a screenshot (numpy RGB) and of
-the DOM facts that aesthetics_js.MEASURE returns. Each returns (value, why); aesthetics.py maps
-values to scores by their bands. Formulas and sources: ALGORITHMS.md section 3.
+the DOM facts that web/js/measure.js returns. Each returns (value, why); aesthetics.py maps
+values to scores by their bands. Formulas, bands and sources: docs/rewards.md, section 4.
 """
 from __future__ import annotations
 

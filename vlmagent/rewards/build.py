@@ -37,8 +37,9 @@ from typing import Any
 from vlmagent.config import WebgenConfig
 from vlmagent.rewards.cascade import SiteContext
 from vlmagent.types import StageScore
+from vlmagent.web.scaffold import SCAFFOLD_ROOT, load_scaffold
 
-SCAFFOLD = Path(__file__).resolve().parents[1] / "scaffolds" / "vite-react"
+SCAFFOLD = SCAFFOLD_ROOT / "vite-react"
 _ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 # Fallback guard only (old Node): `../` runs, Vite's /@fs/ and file: URLs, escaped dots, and
 # absolute paths into the usual top-level host folders. The permission model needs none of it.
@@ -135,9 +136,6 @@ class BuildStage:
     name = "build"
 
     def __init__(self, cfg: WebgenConfig, scaffold: str = "vite-react"):
-        # webgen imports rewards.cascade, so a top-level import here would be circular
-        from vlmagent.web.webgen import load_scaffold
-
         self.cfg = cfg
         self.locked = load_scaffold(scaffold).locked  # the same files the parser protects
 

@@ -1,11 +1,14 @@
 """`vlmagent score --from-responses FILE --scaffold NAME`: score model responses as websites.
 
 FILE has one JSON object per line: {"id": ..., "text": "<the model's whole response>"}.
-Each response is parsed and materialised (domains/webgen.py) under <out>.projects/<id>/, then
-scored by the same worker pool and cascade as site folders (scoring.py); a response that cannot
-become a project gets its line at once, as a structure failure with the reason. Result lines are
-the site lines plus "id"; `--resume` skips ids already in the results file. A scaffold with a
-build step gets the "build" stage inserted after "structure" if the config does not list it.
+Each response is a job for the runner (runner.py), the same worker pool and cascade as site
+folders: it is parsed and materialised (web/webgen.py) under <out>.projects/<folder>/ when the
+runner gets to it; a response that cannot become a project gets its line at once (a job with a
+precomputed line), as a structure failure with the reason (rewards/response.py). Result lines are
+the site lines plus "id"; `--resume` skips ids already in the results file (they are not parsed
+again). Locked scaffold files a response also wrote are noted in its structure details (the
+runner's decorate hook). A scaffold with a build step gets the "build" stage inserted after
+"structure" if the config does not list it.
 """
 from __future__ import annotations
 
@@ -18,13 +21,12 @@ import time
 from pathlib import Path
 from typing import Any
 
-from tqdm import tqdm
-
 from vlmagent.config import Config
-from vlmagent.web import webgen
-from vlmagent.rewards.cascade import compose, site_hash
 from vlmagent.errors import UsageError
-from vlmagent.scoring.sites import SiteJob, Summary, _line, _read_lines, _run_pool, summarize
+from vlmagent.rewards.cascade import site_hash
+from vlmagent.rewards.response import note_ignored, rejected
+from vlmagent.scoring.runner import Job, Summary, result_line, run_jobs
+from vlmagent.web import webgen
 
 log = logging.getLogger("vlmagent.score")
 
@@ -87,60 +89,27 @@ def score_responses(responses: str | Path, out: str | Path, cfg: Config | None =
                     progress: bool = True) -> Summary:
     t0 = time.monotonic()
     cfg, sc = with_scaffold(cfg or Config(), scaffold)
-    items = read_responses(responses)
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    projects = out.parent / f"{out.stem}.projects"
-    artifacts_root = out.parent / f"{out.stem}.artifacts"
-    old = _read_lines(out) if resume else []
-    if not resume:
-        out.write_bytes(b"")
-    done = {d["id"]: d for d in old if "id" in d}
-    final: dict[str, dict[str, Any]] = {}
-    todo: dict[str, list[SiteJob]] = {}
-    ignored: dict[str, list[dict[str, str]]] = {}
-    resumed = duplicates = 0
-    with open(out, "a", encoding="utf-8") as f:
-        def emit(line: dict[str, Any]) -> None:
-            f.write(json.dumps(line) + "\n")
-            f.flush()
-            final[line["id"]] = line
+    texts = dict(read_responses(responses))
+    projects = Path(out).parent / f"{Path(out).stem}.projects"
+    ignored: dict[str, list[dict[str, str]]] = {}  # id -> locked files it also wrote
 
-        for rid, text in tqdm(items, desc="parsing", unit="response",
-                              disable=not progress or len(items) < 50):
-            if rid in done:
-                final[rid] = done[rid]
-                resumed += 1
-                continue
-            t1 = time.monotonic()
-            prep = webgen.prepare(text, sc, projects / folder_name(rid), cfg.webgen)
-            if prep.root is None:
-                stages = [webgen.rejection_stage(prep)]
-                reward = compose(stages, len(cfg.reward.stages), cfg.reward.weights)
-                job = SiteJob(rid, Path(), webgen.response_hash(text))
-                line = _line(job, {"reward": reward, "stages": [s.to_dict() for s in stages]},
-                             None, time.monotonic() - t1)
-                emit({**line, "path": "", "id": rid})
-                continue
-            ignored[rid] = prep.ignored
-            job = SiteJob(rid, prep.root, site_hash(prep.root))
-            todo.setdefault(job.content_hash, []).append(job)
-        bar = tqdm(total=len(items), initial=len(final), desc="scoring", unit="response",
-                   disable=not progress, mininterval=0.5)
-        n_workers = max(1, min(workers or cfg.score.workers, len(todo) or 1))
-        for line in _run_pool(todo, cfg, n_workers, artifacts_root, out.parent):
-            for k, j in enumerate(todo[line["content_hash"]]):
-                stages = copy.deepcopy(line["stages"])
-                if ignored.get(j.name) and stages and stages[0]["name"] == "structure":
-                    stages[0]["details"]["ignored_files"] = ignored[j.name]
-                emit({**line, "site": j.name, "path": str(j.path), "stages": stages,
-                      "id": j.name})
-                duplicates += k > 0  # the same files twice: scored once
-                bar.update(1)
-        bar.close()
-    lines = [final[rid] for rid, _ in items if rid in final]
-    summary = summarize(lines, cfg, time.monotonic() - t0, resumed, duplicates)
-    if report:
-        from vlmagent.scoring.report import write_report
-        write_report(lines, Path(report), summary, results_dir=out.parent)
-    return summary
+    def prepare(job: Job) -> None:  # a response not resumed: its project, or its line
+        t1 = time.monotonic()
+        text = texts[job.name]
+        prep = webgen.prepare(text, sc, projects / folder_name(job.name), cfg.webgen)
+        if prep.root is None:
+            r = rejected(prep, text, len(cfg.reward.stages), cfg.reward.weights)
+            job.content_hash = r.content_hash
+            job.line = result_line(job, r.to_dict(), None, time.monotonic() - t1)
+            return
+        ignored[job.name] = prep.ignored
+        job.path, job.content_hash = prep.root, site_hash(prep.root)
+
+    def decorate(job: Job, line: dict[str, Any]) -> dict[str, Any]:
+        note_ignored(line["stages"], ignored.get(job.name, []))
+        return line
+
+    jobs = [Job(rid, fields={"id": rid}) for rid in texts]
+    return run_jobs(jobs, out, cfg, resume_by="id", resume=resume, workers=workers,
+                    report=report, progress=progress, prepare=prepare, prepare_desc="parsing",
+                    decorate=decorate, unit="response", started=t0)

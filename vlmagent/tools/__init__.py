@@ -3,15 +3,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from vlmagent.tools.base import (
-    ImageRef,
-    Tool,
-    ToolEnv,
-    default_seen_size,
-    load_image,
-    smart_resize,
-    validate,
-)
+from vlmagent.tools.base import ImageRef, Tool, ToolEnv, validate
 from vlmagent.tools.image import CropTool, ZoomTool
 from vlmagent.tools.render import RenderHtmlTool
 from vlmagent.tools.views import RetrieveViewTool
@@ -34,5 +26,4 @@ def make_tools(names: Iterable[str]) -> dict[str, Tool]:
 
 
 __all__ = ["TOOLS", "CropTool", "ImageRef", "RenderHtmlTool", "RetrieveViewTool", "Tool",
-           "ToolEnv", "ZoomTool", "default_seen_size", "load_image", "make_tools",
-           "smart_resize", "validate"]
+           "ToolEnv", "ZoomTool", "make_tools", "validate"]

@@ -12,18 +12,18 @@ from typing import Any
 
 from PIL import Image
 
+from vlmagent.images import Size
 from vlmagent.tools.base import ImageRef, Tool, ToolEnv
 from vlmagent.types import ToolResult
 
-MIN_SIDE = 28  # each side of the box must exceed this many ORIGINAL pixels (DriveAgent-R1)
+# Each side of the box must exceed this many ORIGINAL pixels: DriveAgent-R1's rule, a fixed
+# count of original pixels (not the processor's patch factor, which lives in images.Budget).
+MIN_SIDE = 28
 MIN_INSIDE = 0.5  # a box with less than this fraction of its area inside the image is rejected
 MAX_FACTOR = 4.0
 MAX_OUT_PIXELS = 2048 * 2048  # cap on the upsampled output (more than any pixel budget uses)
 
 Box = tuple[float, float, float, float]
-
-
-Size = tuple[int, int]
 
 
 def scale_of(size: Size, seen: Size) -> tuple[float, float]:

@@ -3,7 +3,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from vlmagent.tools.base import Tool, ToolEnv, load_image
+from vlmagent.images import load_image
+from vlmagent.tools.base import Tool, ToolEnv
 from vlmagent.types import ToolResult
 
 

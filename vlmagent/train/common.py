@@ -49,6 +49,25 @@ def step_seed(seed: int, stage: str, step: int) -> int:
     return (seed * 1_000_003 + sum(map(ord, stage)) * 10_007 + step) % (2 ** 31)
 
 
+def make_scheduler(optimizer: torch.optim.Optimizer, stage: StageConfig
+                   ) -> torch.optim.lr_scheduler.LRScheduler:
+    """transformers' schedule named by `stage.schedule` (constant, cosine, linear, ...), over
+    steps x epochs_per_batch updates. transformers' warm-up starts at lr 0 (update 0 of W has
+    factor 0/W), so a warm-up of W steps reaches the full lr at update W."""
+    from transformers import get_scheduler
+    from transformers.trainer_utils import SchedulerType
+
+    name = stage.schedule or "constant"
+    valid = [t.value for t in SchedulerType]
+    if name not in valid:
+        raise ValueError(f"stage {stage.name}: unknown schedule {name!r} (valid: {', '.join(valid)})")
+    warm = stage.warmup_steps or 0
+    if name == "constant" and warm:
+        name = "constant_with_warmup"
+    total = max(1, stage.steps * (stage.epochs_per_batch or 1))
+    return get_scheduler(name, optimizer, num_warmup_steps=warm, num_training_steps=total)
+
+
 @dataclass
 class StageRun:
     """A running stage: policy, optimiser, schedule, counters and logs."""
@@ -62,7 +81,7 @@ class StageRun:
     updates: int = 0
     t0: float = field(default_factory=time.perf_counter)
     optimizer: torch.optim.Optimizer = None  # type: ignore[assignment]
-    scheduler: torch.optim.lr_scheduler.LambdaLR = None  # type: ignore[assignment]
+    scheduler: torch.optim.lr_scheduler.LRScheduler = None  # type: ignore[assignment]
     reference: Any = None  # frozen reference policy, made by stages that need one
 
     def __post_init__(self) -> None:
@@ -70,19 +89,10 @@ class StageRun:
         if not params:
             raise ValueError(f"stage {self.stage.name}: the policy has no trainable parameters")
         self.optimizer = torch.optim.AdamW(params, lr=self.stage.lr, weight_decay=0.0)
-        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, self._lr_factor)
+        self.scheduler = make_scheduler(self.optimizer, self.stage)
 
     def trainable(self) -> list[torch.nn.Parameter]:
         return [p for p in self.policy.model.parameters() if p.requires_grad]
-
-    def _lr_factor(self, update: int) -> float:
-        warm = self.stage.warmup_steps or 0
-        if update < warm:
-            return (update + 1) / warm
-        if self.stage.schedule == "cosine":
-            total = max(1, self.stage.steps * (self.stage.epochs_per_batch or 1) - warm)
-            return 0.5 * (1 + math.cos(math.pi * min(1.0, (update - warm) / total)))
-        return 1.0
 
     def global_share(self, local: float) -> float:
         """local / (sum of `local` over ranks): weights a rank's loss so that summed gradients

@@ -2,11 +2,15 @@
 
 Domains generate samples from a seed, so a stage never needs a pre-built dataset and a resumed
 stage sees exactly the batches it would have seen. Held-out evaluation samples use a disjoint
-seed range.
+seed range. Generated samples are cached on disk under a key that hashes every setting that
+changes a sample (see `sample_key`), so a changed pixel budget or kind list makes new ones.
 """
 from __future__ import annotations
 
+import hashlib
+import json
 import os
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -23,10 +27,22 @@ def seen_fn(policy: Any, agent_cfg: AgentConfig):
     return lambda w, h: policy.seen_size(w, h, agent_cfg.min_pixels, agent_cfg.max_pixels)
 
 
+def sample_key(cfg: Config, policy: Any, domain: str, n: int, seed: int) -> str:
+    """The cache folder name of n samples of `domain` from `seed`: a readable prefix and a hash
+    of everything that changes them (domain and its generator version, kinds, image size, the
+    pixel budget and the processor's patch factor, which set the size the model sees)."""
+    settings = {"domain": domain, "version": get_domain(domain).VERSION, "n": n, "seed": seed,
+                "kinds": list(cfg.domain.kinds), "size": cfg.domain.size,
+                "min_pixels": cfg.agent.min_pixels, "max_pixels": cfg.agent.max_pixels,
+                "factor": getattr(policy, "patch_factor", None)}
+    digest = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:12]
+    return f"seed{seed}-n{n}-{digest}"
+
+
 def samples(cfg: Config, policy: Any, domain: str, n: int, seed: int) -> list[Sample]:
     """n samples of `domain` from `seed`, generated once and then read back from data_dir."""
     mod = get_domain(domain)
-    out = Path(cfg.domain.data_dir) / domain / f"seed{seed}-n{n}"
+    out = Path(cfg.domain.data_dir) / domain / sample_key(cfg, policy, domain, n, seed)
     index = out / "samples.jsonl"
     if index.exists():
         return mod.load_samples(index)
@@ -47,14 +63,16 @@ def train_samples(cfg: Config, policy: Any, stage: StageConfig, step: int, n: in
     return samples(cfg, policy, stage.domain, n, cfg.train.seed * 7919 + pick)
 
 
-def expert_trajectories(cfg: Config, policy: Any, batch: list[Sample], domain: str,
-                        step: int) -> list[Trajectory]:
-    """Scripted expert episodes, tool and text mode alternating (dual-mode SFT data)."""
+def expert_episodes(cfg: Config, policy: Any, batch: Sequence[Sample], domain: str,
+                    offset: int = 0, seed: int | None = None,
+                    progress: Callable[[int], None] | None = None) -> list[Trajectory]:
+    """Scripted expert episodes of `batch` (dual-mode SFT data): sample i in tool mode when
+    i + offset is even, else text mode, unless agent.force_mode fixes the mode for all."""
     mod = get_domain(domain)
     seen = seen_fn(policy, cfg.agent)
-    modes = {s.id: ("tool" if (i + step) % 2 == 0 else "text") for i, s in enumerate(batch)}
+    modes = {s.id: ("tool" if (i + offset) % 2 == 0 else "text") for i, s in enumerate(batch)}
     if cfg.agent.force_mode != "none":
         modes = dict.fromkeys(modes, cfg.agent.force_mode)
     actor = agent.ScriptedActor(policy, lambda ep: mod.expert_turns(
         ep.sample, modes[ep.sample.id], seen, cfg.agent.format))
-    return agent.rollout(policy, batch, cfg.agent, actor=actor)
+    return agent.rollout(policy, batch, cfg.agent, actor=actor, seed=seed, progress=progress)

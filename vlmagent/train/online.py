@@ -1,8 +1,8 @@
 """Online RL (GRPO / GSPO) and the rollout plumbing the preference stage shares.
 
 One step: G rollouts per prompt through the agent loop (the same loop as evaluation), rewards
-from the domain's checker (+ a tool bonus only when the answer is right, DeepEyes; mode
-penalties in forced-mode groups, DriveAgent-R1), group advantages, then `epochs_per_batch`
+from the episode reward (rewards/episode.py: the domain's check of the final answer, a tool
+bonus only when it is right, mode terms, ...), group advantages, then `epochs_per_batch`
 optimiser passes against the SAMPLED log-probs (exact tokens: nothing is re-tokenised).
 """
 from __future__ import annotations
@@ -19,11 +19,10 @@ from vlmagent import agent, trajectory
 from vlmagent.config import Config
 from vlmagent.domains import get_domain
 from vlmagent.losses import group_advantages, grpo_loss, gspo_loss
+from vlmagent.rewards.episode import RewardTerms, record, score_episodes
 from vlmagent.train.common import StageRun, pad_masked, shard, step_seed
 from vlmagent.train.data import train_samples
 from vlmagent.types import Trajectory
-
-MODE_PENALTY = 0.2  # forced-mode rollouts that contradict their forced mode (ALGORITHMS §2)
 
 
 def sample_groups(run: StageRun, cfg: Config) -> tuple[list[Trajectory], list[float], list[Any]]:
@@ -46,44 +45,11 @@ def sample_groups(run: StageRun, cfg: Config) -> tuple[list[Trajectory], list[fl
             trajs += tool[i * half:(i + 1) * half] + text[i * (g - half):(i + 1) * (g - half)]
     else:
         trajs = agent.rollout(run.policy, mine, base, seed=seed, group_size=g)
-    check = get_domain(st.domain).check
     samples = [s for s in mine for _ in range(g)]
-    rewards = []
-    for t, s in zip(trajs, samples):
-        acc = check(t.turns[-1].text, s)
-        r = acc + (st.tool_bonus if acc > 0 and t.n_tool_calls > 0 else 0.0)
-        if t.forced_mode and not t.mode_matched:
-            r -= MODE_PENALTY
-        t.reward = r
-        t.meta["accuracy"] = acc
-        rewards.append(r)
-    if st.adaptive_mode:
-        for i in range(0, len(trajs), g):
-            for j, bonus in enumerate(mode_rewards(trajs[i:i + g])):
-                trajs[i + j].reward += bonus
-                rewards[i + j] += bonus
-    return trajs, rewards, samples
-
-
-def mode_rewards(group: list[Trajectory]) -> list[float]:
-    """DriveAgent-R1's adaptive mode reward for one group, each in [-0.2, 0.2]: -0.2 for a
-    missing tag or behaviour that contradicts it; for tool-mode rollouts d = acc - mean acc of
-    the group's no-tool rollouts - 0.125 * calls, scaled by call quality when positive."""
-    text_acc = [t.meta["accuracy"] for t in group if t.mode == "text"]
-    base = sum(text_acc) / len(text_acc) if text_acc else 0.0
-    out = []
-    for t in group:
-        if t.mode is None or not t.mode_matched:
-            out.append(-MODE_PENALTY)
-            continue
-        if t.mode != "tool":
-            out.append(0.0)
-            continue
-        d = t.meta["accuracy"] - base - 0.125 * t.n_tool_calls
-        q = t.meta.get("call_quality") or [0.0]
-        d = d * (sum(q) / len(q)) if d > 0 else d
-        out.append(max(-MODE_PENALTY, min(MODE_PENALTY, d)))
-    return out
+    scores = score_episodes(trajs, samples, RewardTerms.from_stage(st), get_domain(st.domain),
+                            group_size=g)
+    record(trajs, scores)
+    return trajs, [r.reward for r in scores], samples
 
 
 def sampled_logps(trajs: list[Trajectory], like: torch.Tensor) -> torch.Tensor:

@@ -29,7 +29,10 @@ from vlmagent.train.evaluate import evaluate
 DONE = "DONE"
 
 
-def _stages(cfg: Config) -> list[Any]:
+def resolve_stages(cfg: Config) -> list[Any]:
+    """The config's stages with defaults filled in; a stage list that cannot run (none, an
+    unknown kind or domain, two stages with one name) fails here, before any model loads."""
+    from vlmagent.domains import DOMAINS
     from vlmagent.train import TRAIN_KINDS
 
     stages = [resolve_stage(cfg.train.defaults, s) for s in cfg.train.stages]
@@ -40,6 +43,9 @@ def _stages(cfg: Config) -> list[Any]:
         if s.kind not in TRAIN_KINDS:
             raise ValueError(f"stage {s.name}: unknown kind {s.kind!r} "
                              f"(valid: {', '.join(TRAIN_KINDS)})")
+        if s.domain not in DOMAINS:
+            raise ValueError(f"stage {s.name}: unknown domain {s.domain!r} "
+                             f"(valid: {', '.join(DOMAINS)})")
         if names.count(s.name) > 1:
             raise ValueError(f"two stages are named {s.name!r}: give each a unique `name`")
     return stages
@@ -50,7 +56,7 @@ def run(cfg: Config, policy: Any = None) -> dict[str, Any]:
     from vlmagent.policy import Policy
     from vlmagent.train import PREPARE, TRAIN_KINDS
 
-    stages = _stages(cfg)
+    stages = resolve_stages(cfg)
     out = Path(cfg.train.output_dir)
     acc = make_accelerator(out)
     random.seed(cfg.train.seed)
@@ -95,7 +101,7 @@ def run(cfg: Config, policy: Any = None) -> dict[str, Any]:
                 r.save()
         bar.close()
         with acc.main_process_first():  # rank 0 writes held-out samples, the others read them
-            results[st.name] = evaluate(cfg, policy, seen, st.eval_n)
+            results[st.name] = evaluate(cfg, policy, seen, st.eval_n, st)
         final.mkdir(parents=True, exist_ok=True)
         # Every rank records a digest of its weights: ranks that drifted apart are visible.
         (final / f"rank{acc.process_index}.sha256").write_text(weights_digest(policy))

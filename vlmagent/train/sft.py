@@ -11,7 +11,7 @@ from vlmagent import trajectory
 from vlmagent.config import Config
 from vlmagent.losses import sft_loss
 from vlmagent.train.common import StageRun, pad_masked, shard, step_seed
-from vlmagent.train.data import expert_trajectories, train_samples
+from vlmagent.train.data import expert_episodes, train_samples
 
 
 def sft_step(run: StageRun, cfg: Config, data: list[Any] | None) -> dict[str, float]:
@@ -23,7 +23,7 @@ def sft_step(run: StageRun, cfg: Config, data: list[Any] | None) -> dict[str, fl
     else:
         with run.acc.main_process_first():
             batch = train_samples(cfg, run.policy, st, run.step, st.batch_size)
-        trajs = expert_trajectories(cfg, run.policy, batch, st.domain, run.step)
+        trajs = expert_episodes(cfg, run.policy, batch, st.domain, run.step)
     mine = shard(trajs, run.acc)
     logps = run.policy.logprobs([trajectory.context(t) for t in mine])
     lp, mask = pad_masked(logps, [t.loss_mask for t in mine])

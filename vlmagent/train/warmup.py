@@ -32,10 +32,10 @@ import torch.nn.functional as F
 
 from vlmagent import trajectory
 from vlmagent.config import Config, StageConfig
-from vlmagent.domains import get_domain
+from vlmagent.domains import PerceptionDomain, get_domain
 from vlmagent.losses import sft_loss
 from vlmagent.train.common import StageRun, pad_masked, shard, step_seed
-from vlmagent.train.data import expert_trajectories, seen_fn, train_samples
+from vlmagent.train.data import expert_episodes, seen_fn, train_samples
 from vlmagent.types import Trajectory
 
 HEADS = "warmup_heads"
@@ -43,9 +43,9 @@ HEAD_SEED = 1234  # heads start the same on every rank and every run
 OPEN, CLOSE = "<answer>", "</answer>"
 
 
-def _domain(stage: StageConfig) -> Any:
+def _domain(stage: StageConfig) -> PerceptionDomain:
     mod = get_domain(stage.domain)
-    if not hasattr(mod, "perception_batch"):
+    if not isinstance(mod, PerceptionDomain):
         raise ValueError(f"stage {stage.name}: domain {stage.domain!r} has no perception_batch, "
                          "so the warm-up has nothing to train on (zoomgrid has one)")
     return mod
@@ -151,7 +151,7 @@ def readout_step(run: StageRun, cfg: Config, data: Any) -> dict[str, float]:
     st, policy = run.stage, run.policy
     with run.acc.main_process_first():
         batch = train_samples(cfg, policy, st, run.step, st.batch_size)
-    mine = shard(expert_trajectories(cfg, policy, batch, st.domain, run.step), run.acc)
+    mine = shard(expert_episodes(cfg, policy, batch, st.domain, run.step), run.acc)
     lps = policy.logprobs([trajectory.context(t) for t in mine])
     calls = run.step >= st.steps // 2
     lp, mask = pad_masked(lps, [t.loss_mask for t in mine])

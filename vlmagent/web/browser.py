@@ -23,11 +23,13 @@ from playwright.sync_api import BrowserContext, Page, sync_playwright
 from playwright.sync_api import Error as PlaywrightError
 from playwright.sync_api import TimeoutError as PlaywrightTimeout
 
-from vlmagent.web import crawl_js as js
 from vlmagent.config import BrowserConfig
-from vlmagent.web.crawl import BrowserDied, Crawler, Driver, line
-from vlmagent.web.siteserver import SiteServer
 from vlmagent.types import PageVisit, SiteVisit
+from vlmagent.web.crawl import BrowserDied, Crawler, Driver, line
+from vlmagent.web.js import load
+from vlmagent.web.run import Run
+from vlmagent.web.siteserver import SiteServer
+from vlmagent.web.watchdog import Watchdog, browser_pid, kill
 
 BASE_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
              "--disable-background-networking", "--disable-component-update", "--disable-sync",
@@ -66,7 +68,7 @@ class Browser:
         self._pw = None
         self._browser = None
         self._marker = ""  # a flag on the browser's command line: finds exactly our process
-        self._dog = js.Watchdog(self.pid)
+        self._dog = Watchdog(self.pid)
         self._crawler = Crawler(self.cfg, self._dog, Driver(
             error=PlaywrightError, timeout=PlaywrightTimeout, new_page=self._new_page,
             close=self._close, alive=self._alive))
@@ -79,7 +81,7 @@ class Browser:
 
     def pid(self) -> int | None:
         """Process id of the running browser, or None."""
-        return js.browser_pid(self._marker)
+        return browser_pid(self._marker)
 
     def _ensure(self):
         if self._browser is not None and self._browser.is_connected():
@@ -100,7 +102,7 @@ class Browser:
     def _teardown(self) -> None:
         """Kill the browser outright: it died or stopped answering. Relaunched on next use."""
         if self._browser is not None:
-            js.kill(self.pid())
+            kill(self.pid())
             try:
                 self._browser.close()
             except Exception:  # already gone; nothing left to free
@@ -123,7 +125,7 @@ class Browser:
         return self._browser is not None and self._browser.is_connected()
 
     # ------------------------------------------------------------ sandbox
-    def _context(self, run: js.Run, width: int, height: int) -> BrowserContext:
+    def _context(self, run: Run, width: int, height: int) -> BrowserContext:
         browser = self._ensure()
         with self._dog.guard(self.cfg.nav_timeout_s):
             ctx = browser.new_context(
@@ -132,13 +134,13 @@ class Browser:
                 timezone_id="UTC", color_scheme="light", accept_downloads=False)
             ctx.set_default_timeout(self.cfg.action_timeout_s * 1000)  # safety net only
             ctx.set_default_navigation_timeout(self.cfg.nav_timeout_s * 1000)
-            ctx.add_init_script(js.INIT)
+            ctx.add_init_script(load("init"))
             ctx.route("**/*", run.on_route)
             ctx.route_web_socket("**/*", lambda ws: (run.block(f"GET {ws.url}"), ws.close()))
         ctx.on("page", lambda page: self._popup(run, page))
         return ctx
 
-    def _popup(self, run: js.Run, page: Page) -> None:
+    def _popup(self, run: Run, page: Page) -> None:
         if not run.creating_page:  # window.open is stubbed; this catches target=_blank & co.
             run.visit.popups += 1
             try:
@@ -146,7 +148,7 @@ class Browser:
             except PlaywrightError:
                 pass
 
-    def _new_page(self, ctx: BrowserContext, run: js.Run) -> Page:
+    def _new_page(self, ctx: BrowserContext, run: Run) -> Page:
         """A page whose events land in run.pv (the PageVisit being filled at the time)."""
         run.creating_page = True
         try:
@@ -224,7 +226,7 @@ class Browser:
         cfg = self.cfg
         budget = time.monotonic() + cfg.site_budget_s
         with SiteServer(root) as server:
-            run = js.Run(server, visit, min(budget, deadline) if deadline else budget,
+            run = Run(server, visit, min(budget, deadline) if deadline else budget,
                          cfg.max_navigations_per_page, measure=measure)
             ctx = self._context(run, cfg.viewport_width, cfg.viewport_height)
             try:
@@ -252,7 +254,7 @@ class Browser:
                  ("mobile", cfg.mobile_width, cfg.mobile_height))
         end = min(deadline or float("inf"), time.monotonic() + cfg.site_budget_s)
         with SiteServer(Path(root)) as server:
-            run = js.Run(server, SiteVisit(), end, cfg.max_navigations_per_page)
+            run = Run(server, SiteVisit(), end, cfg.max_navigations_per_page)
             ctx = self._context(run, cfg.viewport_width, cfg.viewport_height)
             try:
                 for rec in out:
@@ -269,7 +271,7 @@ class Browser:
                             crawler.resize(page, w, h)
                             rec[name] = crawler.evaluate(page, script)
                             if shoot:
-                                tall = crawler.evaluate(page, js.MOBILE)["height"]
+                                tall = crawler.evaluate(page, load("mobile"))["height"]
                                 rec[f"png_{name}"] = crawler.shot(page, run, w, tall)
                     except (PlaywrightError, BrowserDied) as e:
                         rec["error"] = run.clean(line(e))
@@ -323,7 +325,7 @@ class Browser:
     def _render(self, root: Path, path: str, width: int, height: int, full_page: bool) -> bytes:
         crawler = self._crawler
         with SiteServer(root) as server:
-            run = js.Run(server, SiteVisit(), time.monotonic() + self.cfg.page_budget_s,
+            run = Run(server, SiteVisit(), time.monotonic() + self.cfg.page_budget_s,
                          self.cfg.max_navigations_per_page)
             ctx = self._context(run, width, height)
             try:
@@ -337,7 +339,7 @@ class Browser:
                     except PlaywrightTimeout:
                         raise BrowserError("could not render: the page never finished "
                                            "loading and its scripts do not yield") from None
-                tall = crawler.evaluate(page, js.MOBILE)["height"] if full_page else height
+                tall = crawler.evaluate(page, load("mobile"))["height"] if full_page else height
                 return crawler.shot(page, run, width, tall)
             finally:
                 self._close(ctx)

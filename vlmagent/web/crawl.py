@@ -15,11 +15,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from vlmagent.web import crawl_js as js
 from vlmagent.config import BrowserConfig
-from vlmagent.web.crawl_js import Run, Watchdog
-from vlmagent.web.siteserver import resolve
 from vlmagent.types import Interaction, PageVisit
+from vlmagent.web.js import load
+from vlmagent.web.run import Run, site_path
+from vlmagent.web.siteserver import resolve
+from vlmagent.web.watchdog import Watchdog
 
 _DEAD = "the page stopped responding or crashed"
 
@@ -107,7 +108,7 @@ class Crawler:
     def state(self, page: Any, run: Run) -> tuple[int, float, int]:
         """(mutations, document token, dialogs+popups so far) of the current document; also
         collects the neutralised dialogs/popups into the SiteVisit."""
-        muts, doc, dialogs, popups, effects = self.evaluate(page, js.STATE)
+        muts, doc, dialogs, popups, effects = self.evaluate(page, load("state"))
         run.visit.dialogs += int(dialogs)
         run.visit.popups += int(popups)
         return int(muts), float(doc), int(effects)
@@ -227,7 +228,7 @@ class Crawler:
         self.settle(page, run, navs)
         for _ in range(self.cfg.max_navigations_per_page + 1):
             try:
-                obs = self.evaluate(page, js.OBSERVE)
+                obs = self.evaluate(page, load("observe"))
                 break
             except self._d.error as e:  # a navigation replaced the document: settle, retry
                 if ("destroyed" not in str(e) and "navigat" not in str(e)) or run.over():
@@ -238,7 +239,7 @@ class Crawler:
             raise self._d.error("the page never stopped navigating")
         pv.title, pv.visible_text_chars, pv.dom_nodes = obs["title"], obs["text"], obs["nodes"]
         pv.viewport_meta = obs["viewport_meta"]
-        links = (js.site_path(run.origin, url) for url in obs["links"])
+        links = (site_path(run.origin, url) for url in obs["links"])
         pv.internal_links = list(dict.fromkeys(p for p in links if p))
         noise = 0 if before is None else max(0, obs["muts"] - before)  # mutations while idle
         pv.dom.update(obs["counts"], height=obs["height"], navigations=run.navs,
@@ -256,7 +257,7 @@ class Crawler:
             pv.screenshot_desktop = str(shots / f"p{index}-desktop.png")
         self.resize(page, cfg.mobile_width, cfg.mobile_height)
         self._measure(page, run, pv, "mobile")
-        mobile = self.evaluate(page, js.MOBILE)
+        mobile = self.evaluate(page, load("mobile"))
         pv.mobile_overflow_px = int(mobile["overflow"])
         if shots:
             png = self.shot(page, run, cfg.mobile_width, mobile["height"])
@@ -288,13 +289,13 @@ class Crawler:
         changed = (left or run.nav_requests > navs or now.rstrip("#") != url.rstrip("#")
                    or after[2] > before[2]  # it opened a dialog or a (neutralised) popup
                    or after[0] - before[0] > pv.dom.get("mutation_noise", 0))
-        dest = js.site_path(run.origin, now) if left else None
+        dest = site_path(run.origin, now) if left else None
         pv.interactions.append(Interaction(kind, target, changed, dest, error))
         return left
 
     def _clicks(self, page: Any, run: Run, pv: PageVisit, index: int, shots: Path | None):
         limit = self.cfg.max_clicks_per_page
-        targets = self.evaluate(page, js.CANDIDATES, limit) or []
+        targets = self.evaluate(page, load("candidates"), limit) or []
         run.dirty = bool(targets)
         for i, target in enumerate(targets):
             if run.over():
@@ -303,7 +304,7 @@ class Crawler:
             before, url, navs, error = self.state(page, run), page.url, run.nav_requests, None
             try:
                 with self._dog.guard(self.cfg.action_timeout_s + 1.0):
-                    handle = page.evaluate_handle(js.CLICK_TARGET, i).as_element()
+                    handle = page.evaluate_handle(load("click_target"), i).as_element()
                 if handle is None:
                     raise self._d.error("target is gone")
                 handle.click(timeout=run.ms(self.cfg.action_timeout_s))
@@ -315,7 +316,7 @@ class Crawler:
                     error = run.clean(line(e))
             if self._interact(page, run, pv, "click", target, before, url, navs, error):
                 self.goto(page, run, run.home)  # back to the page for the next click
-                self.evaluate(page, js.CANDIDATES, limit)
+                self.evaluate(page, load("candidates"), limit)
 
     def _forms(self, page: Any, run: Run, pv: PageVisit, index: int, shots: Path | None):
         for j in range(min(int(pv.dom.get("forms", 0)), self.cfg.max_forms_per_page)):
@@ -326,10 +327,10 @@ class Crawler:
                 self.state(page, run)
                 self.goto(page, run, run.home)
             run.dirty = True
-            filled = self.evaluate(page, js.FILL, j)
+            filled = self.evaluate(page, load("fill"), j)
             if not filled:
                 return
             before, url, navs = self.state(page, run), page.url, run.nav_requests
-            valid = self.evaluate(page, js.SUBMIT, j)
+            valid = self.evaluate(page, load("submit"), j)
             error = None if valid else "form still invalid after filling"
             self._interact(page, run, pv, "form", filled["target"], before, url, navs, error)

@@ -1,4 +1,4 @@
-"""Deterministic generated websites for tests and benchmarks (stdlib only).
+"""Deterministic generated websites for tests and benchmarks.
 
 `generate_sites` makes plausible small multi-page sites, some with the faults the execution
 reward must notice; `write_hostile_sites` makes the sites the sandbox must survive. The same
@@ -6,12 +6,13 @@ seed always gives the same bytes, so benchmark runs compare like with like.
 """
 from __future__ import annotations
 
+import io
 import json
 import os
 import random
-import struct
-import zlib
 from pathlib import Path
+
+from PIL import Image
 
 FAULTS = ("missing_image", "console_error", "broken_link", "no_viewport", "overflow")
 _TOPICS = [
@@ -41,19 +42,11 @@ def write_site(directory: str | Path, files: dict[str, str | bytes]) -> Path:
 
 
 def png_bytes(width: int, height: int, rgb: tuple[int, int, int]) -> bytes:
-    """A valid PNG: a horizontal gradient from `rgb` to white, built with zlib and struct."""
-    rows = b"".join(
-        b"\x00" + b"".join(bytes(c + (255 - c) * x // max(1, width - 1) for c in rgb)
-                           for x in range(width))
-        for _ in range(height))
-
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        return (struct.pack(">I", len(data)) + kind + data
-                + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF))
-
-    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header)
-            + chunk(b"IDAT", zlib.compress(rows, 9)) + chunk(b"IEND", b""))
+    """A PNG of a horizontal gradient from `rgb` (left) to white (right)."""
+    row = bytes(c + (255 - c) * x // max(1, width - 1) for x in range(width) for c in rgb)
+    buf = io.BytesIO()
+    Image.frombytes("RGB", (width, height), row * height).save(buf, format="PNG")
+    return buf.getvalue()
 
 
 def _page(title: str, nav: str, body: str, viewport: bool, head_extra: str = "") -> str:

@@ -27,16 +27,19 @@ path_escapes (`..`), bad_path (backslashes, odd characters, too long or deep), r
 duplicate_file, path_conflict (a file where a folder is needed), too_many_files, too_large,
 binary_content (NUL or control characters, invalid UTF-8), missing_required_files.
 
-Scaffolds (vlmagent/scaffolds/<name>/, scaffold.json + files): every shipped file is LOCKED.
+Scaffolds (vlmagent/scaffolds/<name>/, scaffold.json + files; loaded by scaffold.py and
+re-exported here): every shipped file is LOCKED.
 A model that writes a locked file is not rejected: its version is ignored and the scaffold's is
 used, recorded in the structure details (`ignored_files`) with the reason. Rejecting would make
 an otherwise good site score zero for restating boilerplate, which models do all the time; the
 file still cannot change, so nothing the build or browser runs comes from it.
+
+This module imports nothing from vlmagent.rewards: the reward of a response (parse, materialise,
+cascade) is rewards/response.py.
 """
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import re
 import shutil
@@ -45,10 +48,13 @@ from pathlib import Path
 from typing import Any
 
 from vlmagent.config import WebgenConfig
-from vlmagent.rewards.cascade import SiteContext, compose
-from vlmagent.types import RewardResult, StageScore
+from vlmagent.types import StageScore
+from vlmagent.web.scaffold import SCAFFOLD_ROOT, Scaffold, load_scaffold, scaffold_names
 
-SCAFFOLD_ROOT = Path(__file__).resolve().parents[1] / "scaffolds"
+__all__ = ["SCAFFOLD_ROOT", "Prepared", "Rejected", "Scaffold", "instructions", "load_scaffold",
+           "materialise", "normalise_path", "parse_response", "prepare", "rejection_stage",
+           "response_hash", "scaffold_names"]
+
 RESERVED = {"node_modules", "dist", ".git", ".vite-cache", "scaffold.json"}
 MAX_PATH_CHARS, MAX_DEPTH = 200, 10
 _FENCE = re.compile(r"^ {0,3}(`{3,}|~{3,})(.*)$")
@@ -75,18 +81,6 @@ class Rejected(Exception):
 
 
 @dataclass
-class Scaffold:
-    name: str
-    root: Path
-    description: str
-    required: list[str]
-    build: bool
-    locked: dict[str, bytes]  # relative path -> the scaffold's bytes
-    lone_path: str = ""
-    lone_languages: tuple[str, ...] = ()
-
-
-@dataclass
 class Prepared:
     """A response turned into a project folder (root), or the reason it could not be (problem)."""
 
@@ -94,23 +88,6 @@ class Prepared:
     files: list[str] = field(default_factory=list)  # what the model wrote, in response order
     ignored: list[dict[str, str]] = field(default_factory=list)  # locked files it also wrote
     problem: dict[str, Any] | None = None
-
-
-def scaffold_names() -> list[str]:
-    return sorted(p.parent.name for p in SCAFFOLD_ROOT.glob("*/scaffold.json"))
-
-
-def load_scaffold(name: str) -> Scaffold:
-    """A shipped scaffold by name; an unknown name lists the valid ones (ValueError)."""
-    root = SCAFFOLD_ROOT / name
-    if name not in scaffold_names():
-        raise ValueError(f"unknown scaffold {name!r} (valid: {', '.join(scaffold_names())})")
-    meta = json.loads((root / "scaffold.json").read_text())
-    locked = {p.relative_to(root).as_posix(): p.read_bytes() for p in sorted(root.rglob("*"))
-              if p.is_file() and p.name != "scaffold.json" and "__pycache__" not in p.parts}
-    lone = meta.get("lone_block", {})
-    return Scaffold(name, root, meta["description"], list(meta["required"]), bool(meta["build"]),
-                    locked, lone.get("path", ""), tuple(lone.get("languages", ())))
 
 
 def instructions(scaffold: Scaffold) -> str:
@@ -303,7 +280,7 @@ def response_hash(text: Any) -> str:
     return hashlib.sha256(b"vlmagent-response-v1\0" + data).hexdigest()
 
 
-# ---------------------------------------------------------------- rewards
+# ---------------------------------------------------------------- rejections
 def rejection_stage(prep: Prepared) -> StageScore:
     """The structure-stage failure a rejected response gets (score 0: it is not a site)."""
     p = prep.problem or {}
@@ -311,20 +288,3 @@ def rejection_stage(prep: Prepared) -> StageScore:
         "reason": p.get("reason"), "problem": p.get("problem"),
         "failures": p.get("failures", []), "n_failures": len(p.get("failures", [])),
         "files": len(prep.files)})
-
-
-def score_response(text: Any, scaffold: Scaffold, cascade: Any, workdir: Path,
-                   limits: WebgenConfig) -> RewardResult:
-    """In-process reward of one response (training, tests): parse, materialise, cascade.
-
-    workdir gets project/ (the files) and artifacts/ (build output, screenshots)."""
-    prep = prepare(text, scaffold, Path(workdir) / "project", limits)
-    if prep.problem is not None or prep.root is None:
-        stages = [rejection_stage(prep)]
-        return RewardResult(compose(stages, len(cascade.stages), cascade.weights), stages,
-                            response_hash(text))
-    site = SiteContext.from_dir(prep.root, artifacts=Path(workdir) / "artifacts")
-    result = cascade(site)
-    if prep.ignored and result.stages and result.stages[0].name == "structure":
-        result.stages[0].details["ignored_files"] = prep.ignored
-    return result

@@ -1,15 +1,10 @@
-"""The in-page half of the aesthetics stage: one script, run by Browser.inspect_pages at the
-desktop and at the mobile viewport, that reads what the page shows from the DOM (computed
-styles, layout boxes) and returns plain JSON for aesthetics.py to judge.
-
-Why the DOM and not only pixels: text colour, the background behind it, font sizes, boxes and
-links are exact there; pixels only serve where the DOM cannot know (text on an image).
-Coordinates are CSS pixels in the document (scroll added); deviceScaleFactor is 1, so they are
-also screenshot pixels.
-"""
-from __future__ import annotations
-
-MEASURE = r"""async () => {
+// The in-page half of the aesthetics stage (vlmagent/rewards/aesthetics.py): run at the desktop
+// and at the mobile viewport, it reads what the page shows from the DOM (computed styles, layout
+// boxes) and returns plain JSON to judge. Text colour, the background behind it, font sizes, boxes
+// and links are exact there; pixels only serve where the DOM cannot know (text on an image).
+// Coordinates are CSS pixels in the document (scroll added); deviceScaleFactor is 1, so they are
+// also screenshot pixels.
+async () => {
   const d = document, de = d.documentElement;
   // Wait for web fonts (capped: a font that never settles must not hang the measure), then
   // finish finite animations and cancel infinite ones, as Playwright's screenshots do.
@@ -138,4 +133,4 @@ MEASURE = r"""async () => {
       .filter(r => r[2] >= 4 && r[3] >= 4).slice(0, 2000),
     fonts, palette, overlap, text_area: area, nav: navLinks, links,
   };
-}"""
+}

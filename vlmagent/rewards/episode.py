@@ -1,0 +1,196 @@
+"""The reward of an agent episode: named terms scored on the FINAL ASSISTANT ANSWER.
+
+Every consumer (online RL, preference pairs, held-out evaluation, the debugger, `vlmagent
+rollout`) scores episodes here, so they agree on what was answered and what it earned:
+
+    answer        the domain's check of the last assistant turn (1.0 right, 0.0 wrong): the
+                  accuracy, also reported on its own
+    format        format_weight x the DriveAgent-R1 format score of the assistant text
+    tool_quality  tool_quality_weight x the mean DriveAgent-R1 quality of the episode's calls
+    tool_bonus    tool_bonus when the answer is right AND at least one tool was called
+                  (DeepEyes: conditional, so the policy is not taught to "always zoom")
+    mode          -MODE_PENALTY when a forced-mode episode contradicts its forced mode, plus the
+                  DriveAgent-R1 adaptive mode reward of its group (stages with adaptive_mode)
+
+    reward = answer + format + tool_quality + tool_bonus + mode
+
+The last assistant turn is scored, never `turns[-1]`: when the token budget closes an episode
+right after a tool turn, the last turn is the tool's result, not anything the policy said.
+"""
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from vlmagent.config import Config, StageConfig, resolve_stage
+from vlmagent.protocol import THINK_TAGS, ParseError, parse_answer, stage_tags
+from vlmagent.tools.base import Tool
+from vlmagent.types import EpisodeReward, Sample, TermScore, ToolCall, ToolResult, Trajectory
+
+MODE_PENALTY = 0.2  # a forced-mode episode that contradicts its forced mode (DriveAgent-R1)
+CALL_COST = 0.125  # adaptive mode reward: cost of each tool call (DriveAgent-R1)
+_WELL_FORMED = re.compile(
+    r"\s*<(think_with_tools|think_no_tools)>(.*)</\1>\s*<answer>.*?</answer>\s*", re.S)
+
+
+class Checker(Protocol):
+    """What the episode reward needs of a domain: its answer check."""
+
+    def check(self, answer_text: str, sample: Sample) -> float: ...
+
+
+@dataclass(frozen=True)
+class RewardTerms:
+    """Which terms an episode's reward has, and their weights (from a training stage).
+
+    The answer term and the forced-mode penalty are always on; the others are off at 0/False.
+    """
+
+    tool_bonus: float = 0.0
+    format_weight: float = 0.0
+    tool_quality_weight: float = 0.0
+    adaptive_mode: bool = False
+
+    @classmethod
+    def from_stage(cls, stage: StageConfig) -> RewardTerms:
+        """The terms of a resolved stage (config keys tool_bonus, format_weight,
+        tool_quality_weight, adaptive_mode)."""
+        return cls(tool_bonus=float(stage.tool_bonus or 0.0),
+                   format_weight=float(stage.format_weight or 0.0),
+                   tool_quality_weight=float(stage.tool_quality_weight or 0.0),
+                   adaptive_mode=bool(stage.adaptive_mode))
+
+    @classmethod
+    def from_config(cls, cfg: Config) -> RewardTerms:
+        """The terms of `train.defaults` (for rollouts and the debugger, outside any stage)."""
+        return cls.from_stage(resolve_stage(cfg.train.defaults, StageConfig()))
+
+
+# ---------------------------------------------------------------- what is scored
+def final_text(traj: Trajectory) -> str:
+    """The last assistant turn's text ("" when the policy never wrote one)."""
+    return next((t.text for t in reversed(traj.turns) if t.role == "assistant"), "")
+
+
+def assistant_text(traj: Trajectory) -> str:
+    """Everything the policy wrote, its turns joined (a mode block spans the tool turns)."""
+    return "\n".join(t.text for t in traj.turns if t.role == "assistant")
+
+
+# ---------------------------------------------------------------- per-term scores
+def call_quality(call: ToolCall | ParseError | None, tools: Mapping[str, Tool],
+                 result: ToolResult) -> float:
+    """DriveAgent-R1 per-call quality: 0.2 parsed + 0.2 exists + 0.2 args valid + 0.4 ran ok.
+
+    Each part needs the previous ones (arguments cannot be valid for a tool that does not exist).
+    The agent records it per call in traj.meta["call_quality"] (only it knows the tools).
+    """
+    if not isinstance(call, ToolCall):
+        return 0.0
+    if call.name not in tools:
+        return 0.2
+    try:
+        if tools[call.name].check(call.arguments):
+            return 0.4
+    except Exception:
+        return 0.4
+    return 0.6 if result.error else 1.0
+
+
+def format_score(text: str) -> float:
+    """DriveAgent-R1 format score in [0, 1] of the assistant text: 0 unless it is one mode
+    block followed by the answer tag and nothing else; then 0.4, +0.2 for each stage tag
+    (description, reasoning, prediction) inside the block, and 1.0 only with all three in
+    that order (all three out of order: 0.8)."""
+    m = _WELL_FORMED.fullmatch(text)
+    if m is None:
+        return 0.0
+    tags = stage_tags(m.group(2))
+    if len(tags) == len(THINK_TAGS):
+        return 1.0 if tags == list(THINK_TAGS) else 0.8
+    return 0.4 + 0.2 * len(tags)
+
+
+def mean_quality(traj: Trajectory) -> float:
+    """Mean call quality of the episode's calls; 0.0 without calls."""
+    q = traj.meta.get("call_quality") or [0.0]
+    return sum(q) / len(q)
+
+
+def mode_rewards(group: Sequence[Trajectory], accuracy: Sequence[float]) -> list[float]:
+    """DriveAgent-R1's adaptive mode reward for one group, each in [-0.2, 0.2]: -0.2 for a
+    missing tag or behaviour that contradicts it; for tool-mode episodes
+    d = acc - mean acc of the group's no-tool episodes - 0.125 * calls, times the mean call
+    quality when positive."""
+    text_acc = [a for t, a in zip(group, accuracy) if t.mode == "text"]
+    base = sum(text_acc) / len(text_acc) if text_acc else 0.0
+    out = []
+    for t, acc in zip(group, accuracy):
+        if t.mode is None or not t.mode_matched:
+            out.append(-MODE_PENALTY)
+            continue
+        if t.mode != "tool":
+            out.append(0.0)
+            continue
+        d = acc - base - CALL_COST * t.n_tool_calls
+        d = d * mean_quality(t) if d > 0 else d
+        out.append(max(-MODE_PENALTY, min(MODE_PENALTY, d)))
+    return out
+
+
+# ---------------------------------------------------------------- the reward
+def score_episodes(trajs: Sequence[Trajectory], samples: Sequence[Sample], terms: RewardTerms,
+                   domain: Checker, group_size: int = 1) -> list[EpisodeReward]:
+    """The reward of every episode (samples[i] is trajs[i]'s sample). Groups are runs of
+    `group_size` consecutive episodes of one prompt (the adaptive mode term compares them)."""
+    if len(trajs) != len(samples):
+        raise ValueError(f"{len(trajs)} episodes but {len(samples)} samples")
+    if group_size < 1 or len(trajs) % group_size:
+        raise ValueError(f"{len(trajs)} episodes do not split into groups of {group_size}")
+    texts = [final_text(t) for t in trajs]
+    acc = [float(domain.check(x, s)) for x, s in zip(texts, samples)]
+    adaptive = [0.0] * len(trajs)
+    if terms.adaptive_mode:
+        for i in range(0, len(trajs), group_size):
+            adaptive[i:i + group_size] = mode_rewards(trajs[i:i + group_size],
+                                                      acc[i:i + group_size])
+    out = []
+    for t, s, text, a, ad in zip(trajs, samples, texts, acc, adaptive):
+        fmt = format_score(assistant_text(t))
+        quality = t.meta.get("call_quality") or []
+        forced = -MODE_PENALTY if t.forced_mode and not t.mode_matched else 0.0
+        bonus = terms.tool_bonus if a > 0 and t.n_tool_calls > 0 else 0.0
+        answer = parse_answer(text)
+        parts = [
+            TermScore("answer", a, {"answer": answer, "expected": str(s.answer)}),
+            TermScore("format", terms.format_weight * fmt, {"score": fmt}),
+            TermScore("tool_quality", terms.tool_quality_weight * mean_quality(t),
+                      {"calls": list(quality)}),
+            TermScore("tool_bonus", bonus, {"tool_calls": t.n_tool_calls}),
+            TermScore("mode", forced + ad, {"forced": forced, "adaptive": ad,
+                                            "mode": t.mode, "matched": t.mode_matched}),
+        ]
+        # summed in this order, the mode term's two parts last, so that rewards equal those
+        # of the code this replaced bit for bit (group advantages see no rounding change)
+        total = a + parts[1].value + parts[2].value + bonus + forced + ad
+        out.append(EpisodeReward(total, a, answer, parts))
+    return out
+
+
+def record(trajs: Sequence[Trajectory], rewards: Sequence[EpisodeReward]) -> None:
+    """Write each reward onto its trajectory: `reward`, meta accuracy and per-term values
+    (saved with the trajectory, so a file of episodes says what each earned and why)."""
+    for t, r in zip(trajs, rewards, strict=True):
+        t.reward = r.reward
+        t.meta["accuracy"] = r.accuracy
+        t.meta["reward_terms"] = r.values()
+
+
+def summary(trajs: Sequence[Trajectory], rewards: Sequence[EpisodeReward]) -> dict[str, Any]:
+    """Mean reward, accuracy and tool-call rate of a batch of episodes."""
+    n = max(1, len(rewards))
+    return {"accuracy": sum(r.accuracy for r in rewards) / n,
+            "reward": sum(r.reward for r in rewards) / n,
+            "tool_call_rate": sum(t.n_tool_calls > 0 for t in trajs) / n}

@@ -1,0 +1,87 @@
+"""Unsticking hung browser calls: find our Chromium in /proc, kill its renderers or itself, and
+`Watchdog`, which does so when a guarded Playwright call overruns.
+
+Linux only (/proc). Playwright's `evaluate`, viewport resizes and closes have no timeout of their
+own; a page stuck in a script would hang them forever.
+"""
+from __future__ import annotations
+
+import os
+import signal
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+
+def browser_pid(marker: str) -> int | None:
+    """The browser process launched with `--vlmagent-instance=<marker>` (not its children)."""
+    flag = f"--vlmagent-instance={marker}".encode()
+    for entry in os.listdir("/proc") if marker else ():
+        try:
+            argv = Path(f"/proc/{entry}/cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if flag in argv and not any(a.startswith(b"--type=") for a in argv):
+            return int(entry)
+    return None
+
+
+def kill(pid: int | None) -> None:
+    try:
+        if pid:
+            os.kill(pid, signal.SIGKILL)
+    except OSError:
+        pass
+
+
+def kill_renderers(browser: int) -> None:
+    """SIGKILL every renderer below `browser` (one site runs at a time, so all are its pages)."""
+    kids: dict[int, list[int]] = {}
+    for entry in filter(str.isdigit, os.listdir("/proc")):
+        try:  # field 4 of /proc/PID/stat is the parent; the name before it may hold spaces
+            ppid = int(Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
+            continue
+        kids.setdefault(ppid, []).append(int(entry))
+    todo = list(kids.get(browser, []))
+    while todo:
+        pid = todo.pop()
+        todo += kids.get(pid, [])
+        try:
+            if b"--type=renderer" in Path(f"/proc/{pid}/cmdline").read_bytes():
+                kill(pid)
+        except OSError:
+            pass
+
+
+class Watchdog:
+    """Bounds Playwright calls that have no timeout of their own (evaluate, resize, close).
+
+    When a guarded call overruns, the renderers are killed (the page crashes and the call
+    fails); if the call still hangs, the browser itself is killed and relaunched by its owner.
+    """
+
+    def __init__(self, pid: Callable[[], int | None]) -> None:
+        self._pid = pid
+        self.fired = False  # set when a guard expired; the owner resets it per page
+
+    @contextmanager
+    def guard(self, seconds: float) -> Iterator[None]:
+        done = threading.Event()
+
+        def watch() -> None:
+            if done.wait(seconds):
+                return
+            self.fired = True
+            browser = self._pid()
+            if browser:
+                kill_renderers(browser)
+                if not done.wait(seconds + 2.0):
+                    kill(browser)
+
+        threading.Thread(target=watch, daemon=True).start()
+        try:
+            yield
+        finally:
+            done.set()

@@ -23,12 +23,25 @@ from vlmagent.web.siteserver import SiteServer
 
 pytestmark = pytest.mark.browser
 
-CFG = BrowserConfig(nav_timeout_s=3.0, action_timeout_s=1.0, page_budget_s=6.0, site_budget_s=12.0,
-                    settle_ms=50, js_heap_mb=128, max_pages=4, max_screenshot_height=2000)
-# No site may take longer than its budget plus one hung call's worth of watchdog escalation.
-BOUND_S = CFG.site_budget_s + 2 * (CFG.action_timeout_s + 2.0) + 2.0
-# A page stuck in a script costs its navigation timeout, one responsiveness probe, and a close.
-STUCK_BOUND_S = CFG.nav_timeout_s + 2 * CFG.action_timeout_s + 2.0
+CFG = BrowserConfig(nav_timeout_s=3.0, action_timeout_s=1.0, page_budget_s=10.0,
+                    site_budget_s=20.0, settle_ms=50, js_heap_mb=128, max_pages=4,
+                    max_screenshot_height=2000)
+# Every wall-clock bound below is what the code may wait on by CFG's timeouts, plus SLACK_S for
+# the work that no timeout bounds (starting a renderer, creating and closing a context, loading
+# a small page): about a second on an idle machine, a few on a loaded 2-core one. CFG's budgets
+# are far enough apart that a broken guard costs more than its bound.
+SLACK_S = 5.0
+# A guarded call that hangs (the longest guard is a close's, action_timeout_s + 2 s): the
+# watchdog kills the renderers when it expires, and the browser after as long again plus 2 s.
+HUNG_CALL_S = 2 * (CFG.action_timeout_s + 2.0) + 2.0
+# No site may take longer than its budget plus one hung call.
+BOUND_S = CFG.site_budget_s + HUNG_CALL_S + SLACK_S
+# A page stuck in a script costs its navigation timeout and one responsiveness probe (an action
+# timeout), not its page budget.
+STUCK_BOUND_S = CFG.nav_timeout_s + CFG.action_timeout_s + SLACK_S
+assert STUCK_BOUND_S < CFG.page_budget_s, "CFG cannot tell a stuck page from a spent budget"
+# Closing a context whose page is stuck: at most the close's guard.
+CLOSE_S = CFG.action_timeout_s + 2.0
 
 NORMAL = {
     "index.html": '<!doctype html><html><head><meta name="viewport" content="width=device-width">'
@@ -108,7 +121,8 @@ def test_normal_site_and_screenshots(browser: Browser, normal: Path, tmp_path: P
     assert index.screenshot_desktop == str(tmp_path / "shots" / "p0-desktop.png")
     assert Path(visit.pages[1].screenshot_mobile or "").name == "p1-mobile.png"
     assert index.internal_links == ["/about.html"] and index.dom["buttons"] == 1
-    assert 0 < visit.seconds < 10
+    # nothing on a normal site waits on a timeout: well under a navigation timeout per page
+    assert 0 < visit.seconds < len(visit.pages) * CFG.nav_timeout_s + SLACK_S
 
 
 def test_generated_sites_match_their_faults(browser: Browser, tmp_path: Path) -> None:
@@ -250,7 +264,8 @@ def test_click_that_hangs_costs_its_timeouts(browser: Browser, sites: Path) -> N
     })
     t = time.monotonic()
     visit = browser.visit_site(root)
-    assert time.monotonic() - t < CFG.page_budget_s + 2 * (CFG.action_timeout_s + 2.0) + 3
+    # the hung click costs at most its page's budget and one hung call; the next page is visited
+    assert time.monotonic() - t < CFG.page_budget_s + HUNG_CALL_S + SLACK_S
     index, about = visit.pages
     assert index.timed_out and not index.crashed and index.blank is False
     assert [(i.target, i.changed, i.error) for i in index.interactions] == [
@@ -258,6 +273,8 @@ def test_click_that_hangs_costs_its_timeouts(browser: Browser, sites: Path) -> N
     assert about.title == "About" and about.status == 200 and not about.timed_out
 
 
+# huge_dom is here for containment only (under CFG's tight timeouts the watchdog may cut it
+# short); test_huge_dom_is_measured_and_its_screenshot_capped measures it.
 @pytest.mark.parametrize("name", ["infinite_loop", "alert_spam", "reload_loop", "external_assets",
                                   "file_fetch", "symlink_escape", "binary_garbage", "empty",
                                   "missing_index", "memory_hog", "huge_dom", "popup_spam",
@@ -276,12 +293,15 @@ def test_hostile_site_is_contained(browser: Browser, hostile: dict[str, Path], n
     assert own == []  # the site's own server is never reported as blocked
     index = visit.pages[0]
     blocked = set(visit.blocked_requests)
-    if name == "infinite_loop":
-        assert index.timed_out and took < STUCK_BOUND_S
+    if name == "infinite_loop":  # given up right after the load timed out and the probe did
+        assert index.timed_out and not index.crashed and took < STUCK_BOUND_S
+        assert index.dom["errors"] == [f"load: load event not fired within {CFG.nav_timeout_s:g}s"]
     elif name == "alert_spam":
         assert visit.dialogs >= 1500 and index.visible_text_chars > 0 and not index.timed_out
     elif name == "reload_loop":
-        assert index.dom["navigations"] <= CFG.max_navigations_per_page + 1 and took < 5
+        # cut after max_navigations_per_page, long before the page budget runs out
+        assert index.dom["navigations"] <= CFG.max_navigations_per_page + 1
+        assert not index.timed_out and index.visible_text_chars > 0
     elif name == "external_assets":
         assert blocked == {"GET https://cdn.example.com/lib.js", "GET https://cdn.example.com/logo.png",
                            "GET http://fonts.example.net/css?family=X"}
@@ -299,16 +319,35 @@ def test_hostile_site_is_contained(browser: Browser, hostile: dict[str, Path], n
         assert index.status == 200 and not index.crashed and not index.timed_out
     elif name == "memory_hog":
         assert index.crashed or index.timed_out
-    elif name == "huge_dom":
-        assert index.dom_nodes > 100_000
-        assert png_size(index.screenshot_desktop) == (CFG.viewport_width,
-                                                       CFG.max_screenshot_height)
     elif name == "popup_spam":  # 200 window.open calls and one target=_blank link clicked
         assert visit.popups == 201 and [i.changed for i in index.interactions] == [True]
     elif name == "port_probe":
         assert {"GET http://127.0.0.1:1/", "GET ws://127.0.0.1:2/",
                 "GET http://localhost:3/x.png"} <= blocked
     check_normal(browser.visit_site(normal))  # the same browser is unharmed
+
+
+# A huge DOM is slow to lay out, not hostile: with generous timeouts the watchdog never fires
+# (the slowest guarded call, a viewport resize, takes about 1.5 s on a loaded 2-core machine;
+# CFG's 2 s guard sometimes fired), so the page is measured and shot whatever the load.
+HUGE_CFG = dataclasses.replace(CFG, nav_timeout_s=15.0, action_timeout_s=8.0, page_budget_s=40.0,
+                               site_budget_s=60.0)
+
+
+def test_huge_dom_is_measured_and_its_screenshot_capped(hostile: dict[str, Path], normal: Path,
+                                                        tmp_path: Path) -> None:
+    with Browser(HUGE_CFG) as b:
+        visit = b.visit_site(hostile["huge_dom"], tmp_path / "shots")
+        assert visit.error is None and len(visit.pages) == 1, dump(visit)
+        index = visit.pages[0]
+        assert not index.timed_out and not index.crashed, dump(visit)
+        assert index.dom_nodes > 100_000 and "errors" not in index.dom  # 100,000 rows + the page
+        assert index.dom["height"] > HUGE_CFG.max_screenshot_height  # so the cap applies
+        assert png_size(index.screenshot_desktop) == (HUGE_CFG.viewport_width,
+                                                       HUGE_CFG.max_screenshot_height)
+        assert png_size(index.screenshot_mobile) == (HUGE_CFG.mobile_width,
+                                                      HUGE_CFG.max_screenshot_height)
+        check_normal(b.visit_site(normal))
 
 
 def test_screenshot_html(browser: Browser) -> None:
@@ -326,7 +365,7 @@ def test_screenshot_html_of_a_stuck_page(browser: Browser, normal: Path) -> None
     t = time.monotonic()
     with pytest.raises(BrowserError, match="could not render"):
         browser.screenshot_html("<script>while(true){}</script>", 320, 200)
-    assert time.monotonic() - t < STUCK_BOUND_S + CFG.action_timeout_s + 3
+    assert time.monotonic() - t < STUCK_BOUND_S + CLOSE_S
     check_normal(browser.visit_site(normal))
 
 
@@ -379,11 +418,9 @@ def test_screenshot_site_missing_page_is_a_404_render(browser: Browser, normal: 
 def test_screenshot_site_of_a_stuck_page(browser: Browser, sites: Path, normal: Path) -> None:
     root = write_site(sites / "stuck", {"index.html": "<p>x</p><script>while(true){}</script>"})
     t = time.monotonic()
-    try:
+    with pytest.raises(BrowserError, match="could not render"):
         browser.screenshot_site(root, width=320, height=200)
-    except BrowserError as e:
-        assert "could not render" in str(e)
-    assert time.monotonic() - t < STUCK_BOUND_S + CFG.action_timeout_s + 3
+    assert time.monotonic() - t < STUCK_BOUND_S + CLOSE_S
     check_normal(browser.visit_site(normal))  # the same browser keeps working
     assert not is_blank(browser.screenshot_site(normal, width=320, height=200))
 

@@ -7,7 +7,6 @@ from __future__ import annotations
 import io
 import itertools
 import random
-import re
 
 import numpy as np
 import pytest
@@ -25,7 +24,7 @@ from vlmagent.images import (
     resize_seen,
     smart_resize,
 )
-from vlmagent.tools import make_tools
+from vlmagent.tools import ToolEnv, make_tools
 from vlmagent.tools.image import to_original, to_seen
 from vlmagent.types import Sample, ToolCall
 
@@ -82,7 +81,9 @@ def test_seen_sizes_and_refusals():
 
 def test_budget_bounds_tokens_and_the_named_default():
     b = Budget(32, MIN_PX, MAX_PX)
-    assert b.with_pixels(None, 784) == Budget(32, MIN_PX, 784)
+    assert b.with_pixels(None, 4096) == Budget(32, MIN_PX, 4096)
+    with pytest.raises(ValueError, match=r"max_pixels \(784\) must be >= min_pixels"):
+        b.with_pixels(None, 784)
     assert b.with_pixels(1024) == Budget(32, 1024, MAX_PX) and b.with_pixels() == b
     assert b.tokens((544, 352)) == 17 * 11
     with pytest.raises(ValueError, match="544x350 is not a multiple of 32"):
@@ -251,24 +252,24 @@ def test_zoomqa_generation_and_expert_use_the_processor_frame(qwen3, tmp_path):
     assert o[0] <= x0 and o[1] <= y0 and o[2] >= x1 and o[3] >= y1  # covers the frame
     k = size[0] / seen[0]
     assert max(x0 - o[0], y0 - o[1], o[2] - x1, o[3] - y1) <= k + 1  # by one seen pixel at most
-    # the frame is drawn ~1.5 seen px thick for this model's seen size
-    assert s.meta["frame_width"] == max(2, round(1.5 / max(seen[0] / size[0],
-                                                           seen[1] / size[1])))
 
 
 def test_zoomgrid_views_and_stripes_use_the_processor_frame(qwen3, tmp_path):
-    c = cfg(min_pixels=56 * 56, max_pixels=56 * 56)
+    c = cfg(min_pixels=28 * 28, max_pixels=64 * 64)
     rule = lambda w, h: qwen3.seen_size(w, h, c.min_pixels, c.max_pixels)  # noqa: E731
     [s] = zoomgrid.make_samples(1, 3, tmp_path, seen_size=rule)
     image = load_image(s.images["image"])
     seen = processor_size(qwen3, image, c.min_pixels, c.max_pixels)
     assert seen == (64, 64)  # factor 28 would give (56, 56)
     assert s.meta["stripe"] == round(224 / 64 / 2)  # half the overview's downscale
-    overview, zoom = zoomgrid.views(image, zoomgrid.seen_box(s, rule), rule)
+    box = zoomgrid.seen_box(s, rule)
+    assert to_original(box, (224, 224), seen) == tuple(s.meta["box"])  # exactly the cell
+    overview, zoom = zoomgrid.views(image, box, rule)
+    env = ToolEnv(seen_size=rule)
+    env.add_image(image, "image")
+    raw = make_tools(["zoom"])["zoom"]({"image": "image", "bbox": box}, env).images[0]
     assert overview.size == seen
-    cell = image.crop(tuple(s.meta["box"]))
-    assert zoom.size == processor_size(qwen3, cell.resize((224, 224)), c.min_pixels,
-                                       c.max_pixels)
+    assert zoom.size == processor_size(qwen3, raw, c.min_pixels, c.max_pixels)
     batch = zoomgrid.perception_batch(2, 0, rule)
     assert {b["overview"].size for b in batch} == {seen}
     # without a rule, the named Qwen2.5-VL default: a quarter of each side in 28s
@@ -322,7 +323,7 @@ def test_vlm_judge_resizes_with_the_model_rule(qwen3):
     spy = SpyPolicy(qwen3)
     jcfg = VlmJudgeConfig(max_new_tokens=2, max_pixels=320 * 320, images=2)
     verdict = VLMJudge(jcfg, policy=spy)(Evidence(shots=shots))
-    assert verdict.error is None or re.search("score", verdict.error), verdict.error
+    assert verdict.error in (None, "no 0-5 score in the model output"), verdict.error
     [ctx] = spy.contexts
     lo = qwen3.budget.min_pixels  # the judge keeps the processor's lower bound
     firsts = [(1280, 800), (375, 812)]  # the first screen of each shot

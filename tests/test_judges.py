@@ -1,12 +1,15 @@
 """Aesthetic judges: score parsing, the OpenAI-compatible client against a loopback server
-(good, garbage, 500 then success, 400, hang, concurrency, API key), the VLM judge on a tiny
+(good, garbage, 500 then success with jittered backoff, 400, 429/503 with Retry-After,
+keep-alive and reconnecting, a proxy, hang, concurrency, API key), the VLM judge on a tiny
 offline Qwen-VL, and the stage falling back to the metrics when a judge fails."""
 from __future__ import annotations
 
+import email.utils
 import io
 import json
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
@@ -15,6 +18,7 @@ from PIL import Image
 from vlmagent.cli import build_parser
 from vlmagent.config import AestheticsConfig, OpenAIJudgeConfig, VlmJudgeConfig
 from vlmagent.rewards.judges import (
+    JITTER,
     JUDGES,
     Evidence,
     MetricsJudge,
@@ -23,6 +27,7 @@ from vlmagent.rewards.judges import (
     VLMJudge,
     build_judge,
     parse_score,
+    retry_after_s,
 )
 
 
@@ -64,19 +69,26 @@ def test_registry_and_cli_flag():
 
 # ---------------------------------------------------------------- a stand-in model server
 class Server:
-    """Loopback chat-completions server; `script` is a list of behaviours, one per request
-    (the last one repeats): ("ok", text) | ("slow", text) (0.3 s late) | ("status", code) |
-    ("hang", seconds) | ("raw", bytes)."""
+    """Loopback chat-completions server speaking HTTP/1.1 (keep-alive); `script` is a list of
+    behaviours, one per request (the last one repeats): ("ok", text) | ("slow", text) (0.3 s
+    late) | ("close", text) (answers, then closes the connection without saying so, as an idle
+    timeout would) | ("status", code) (an error page, then Connection: close) | ("retry", (code,
+    Retry-After value)) (kept alive) | ("hang", seconds) | ("raw", bytes). It counts the TCP
+    connections it accepts and stamps each request's arrival (time.monotonic())."""
 
     def __init__(self, script):
         self.script, self.requests, self.lock = list(script), [], threading.Lock()
-        self.inflight = self.max_inflight = 0
+        self.arrivals: list[float] = []
+        self.inflight = self.max_inflight = self.connections = 0
         outer = self
 
         class H(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
             def do_POST(self):
                 body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
                 with outer.lock:
+                    outer.arrivals.append(time.monotonic())
                     outer.requests.append((self.path, dict(self.headers), body))
                     kind, arg = outer.script[min(len(outer.requests), len(outer.script)) - 1]
                     outer.inflight += 1
@@ -93,6 +105,7 @@ class Server:
                 try:
                     if kind == "hang":
                         time.sleep(arg)
+                        self.close_connection = True
                         return
                     if kind == "slow":
                         time.sleep(0.3)
@@ -100,22 +113,38 @@ class Server:
                     if kind == "status":
                         self.send_error(arg)
                         return
-                    data = arg if kind == "raw" else json.dumps(  # "ok" and "slow"
+                    if kind == "retry":
+                        self.send_response(arg[0])
+                        self.send_header("Retry-After", arg[1])
+                        self.send_header("Content-Length", "0")
+                        self.end_headers()
+                        return
+                    data = arg if kind == "raw" else json.dumps(  # "ok", "slow" and "close"
                         {"choices": [{"message": {"role": "assistant", "content": arg}}]}).encode()
                     self.send_response(200)
                     self.send_header("Content-Type", "application/json")
                     self.send_header("Content-Length", str(len(data)))
                     self.end_headers()
                     self.wfile.write(data)
+                    if kind == "close":
+                        self.close_connection = True
                 finally:
                     finish()
 
             def log_message(self, *a):
                 pass
 
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), H)
-        self.httpd.daemon_threads = True
-        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+        class Httpd(ThreadingHTTPServer):
+            daemon_threads = True
+
+            def get_request(self):
+                req = super().get_request()
+                with outer.lock:
+                    outer.connections += 1
+                return req
+
+        self.httpd = Httpd(("127.0.0.1", 0), H)
+        threading.Thread(target=self.httpd.serve_forever, args=(0.05,), daemon=True).start()
         self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
 
     def close(self):
@@ -135,10 +164,12 @@ def serve():
         s.close()
 
 
-def judge(url, sleeps=None, **kw):
+def judge(url, sleeps=None, rand=None, **kw):
     cfg = OpenAIJudgeConfig(base_url=url, model="judge-1", timeout_s=kw.pop("timeout_s", 5.0),
-                            backoff_s=0.01, api_key_env="VLM_TEST_KEY", **kw)
-    return OpenAIJudge(cfg, sleep=(sleeps.append if sleeps is not None else time.sleep))
+                            backoff_s=kw.pop("backoff_s", 0.01), api_key_env="VLM_TEST_KEY",
+                            **kw)
+    return OpenAIJudge(cfg, sleep=(sleeps.append if sleeps is not None else time.sleep),
+                       **({"rand": rand} if rand else {}))
 
 
 def test_openai_good_answer_sends_images_and_key(serve, monkeypatch):
@@ -162,14 +193,24 @@ def test_openai_garbage_is_a_recorded_failure(serve):
     s2 = serve(("raw", b"<html>not json</html>"))
     v2 = judge(s2.url)(EV)
     assert v2.score is None and v2.error.startswith("malformed response")
+    v3 = judge("localhost:8000/v1")(EV)  # no scheme: said so, nothing sent
+    assert v3.score is None and "not an http(s) URL" in v3.error and v3.attempts == 0
 
 
-def test_openai_retries_500_with_backoff_then_succeeds(serve):
+def test_openai_retries_500_with_jittered_backoff_then_succeeds(serve):
     s = serve(("status", 500), ("status", 503), ("ok", "Score: 3"))
     sleeps: list[float] = []
-    v = judge(s.url, sleeps, retries=2)(EV)
+    v = judge(s.url, sleeps, rand=lambda: 0.0, retries=2)(EV)
     assert v.score == 3.0 and v.attempts == 3 and len(s.requests) == 3
     assert sleeps == [pytest.approx(0.01), pytest.approx(0.02)]  # backoff_s * 2**k
+    sleeps.clear()
+    s = serve(("status", 502), ("status", 500), ("ok", "Score: 3"))
+    v = judge(s.url, sleeps, rand=lambda: 0.999, retries=2)(EV)  # at most 1 + JITTER times that
+    assert v.score == 3.0 and v.attempts == 3
+    assert sleeps == [pytest.approx(0.01 * (1 + JITTER), rel=1e-2),
+                      pytest.approx(0.02 * (1 + JITTER), rel=1e-2)]
+    waits = [judge(s.url, backoff_s=1.0).backoff(2) for _ in range(50)]  # the real jitter
+    assert all(4.0 <= w < 4.0 * (1 + JITTER) for w in waits) and len(set(waits)) > 1
     s2 = serve(("status", 500))
     v2 = judge(s2.url, [], retries=1)(EV)
     assert v2.score is None and v2.error == "HTTP 500" and v2.attempts == 2
@@ -181,17 +222,88 @@ def test_openai_client_errors_are_not_retried(serve):
     assert v.score is None and v.error == "HTTP 400" and len(s.requests) == 1
 
 
+def test_openai_429_waits_for_retry_after(serve):
+    """The measured gap between the 429 and the retry is at least what the server asked for, and
+    at most that plus one request's time (timeout_s): the backoff (10 ms) is the shorter wait."""
+    ask = 1.0
+    s = serve(("retry", (429, f"{ask:g}")), ("ok", "Score: 3"))
+    j = judge(s.url, timeout_s=2.0, retries=2)
+    v = j(EV)
+    assert v.score == 3.0 and v.attempts == 2 and len(s.requests) == 2
+    gap = s.arrivals[1] - s.arrivals[0]
+    assert ask <= gap < ask + j.cfg.timeout_s, gap
+
+
+@pytest.mark.parametrize("code,header,want", [
+    (429, "7", 7.0), (503, "2.5", 2.5), (503, "http-date", 30.0),
+    (429, "soon", 0.01), (500, "7", 0.01),  # unreadable, or not a 429/503: the backoff
+])
+def test_openai_retry_after_forms(serve, code, header, want):
+    if header == "http-date":
+        header = email.utils.formatdate(time.time() + want, usegmt=True)
+    s = serve(("retry", (code, header)), ("ok", "Score: 2"))
+    sleeps: list[float] = []
+    v = judge(s.url, sleeps, rand=lambda: 0.0, timeout_s=60.0)(EV)
+    assert v.score == 2.0 and v.attempts == 2 and len(sleeps) == 1
+    assert sleeps[0] == pytest.approx(want, abs=1.5 if want == 30.0 else 1e-6)  # date: seconds
+
+
+def test_openai_retry_after_past_the_deadline_ends_the_call(serve):
+    s = serve(("retry", (429, "3600")))
+    sleeps: list[float] = []
+    v = judge(s.url, sleeps, timeout_s=60.0)(EV)  # longer than timeout_s: no use waiting
+    assert v.score is None and v.attempts == 1 and sleeps == [] and len(s.requests) == 1
+    assert v.error.startswith("HTTP 429 (Retry-After 3600.0 s")
+    v = judge(s.url, sleeps, timeout_s=60.0)(EV, deadline=time.monotonic() + 10)
+    assert v.attempts == 1 and sleeps == [] and "may wait" in v.error
+    assert retry_after_s("Wed, 21 Oct 2015 07:28:00 GMT") == 0.0  # in the past: now
+    assert retry_after_s(None) is None and retry_after_s("-3") is None
+
+
+def test_openai_sequential_calls_share_one_connection(serve):
+    s = serve(("ok", "Score: 4"))
+    j = judge(s.url)
+    n = 5
+    assert [j(EV).score for _ in range(n)] == [4.0] * n
+    assert len(s.requests) == n and s.connections == 1  # keep-alive: one TCP connection
+    s2 = serve(("status", 500), ("ok", "Score: 4"))  # an error page closes its connection
+    v = judge(s2.url, [], retries=1)(EV)
+    assert v.score == 4.0 and v.attempts == 2 and s2.connections == 2
+
+
+def test_openai_reopens_a_connection_the_server_closed(serve):
+    s = serve(("close", "Score: 1"), ("close", "Score: 2"), ("ok", "Score: 3"))
+    j = judge(s.url, [], retries=0)  # the resend on a new connection is not a retry
+    assert [j(EV).score for _ in range(3)] == [1.0, 2.0, 3.0]
+    assert s.connections == 3 and len(s.requests) == 3
+
+
+def test_openai_goes_through_an_http_proxy(serve, monkeypatch):
+    proxy = serve(("ok", "Score: 5"))  # a forward proxy sees the absolute URL
+    monkeypatch.setenv("http_proxy", proxy.url.rsplit("/", 1)[0])
+    monkeypatch.delenv("no_proxy", raising=False)
+    monkeypatch.delenv("NO_PROXY", raising=False)
+    v = judge("http://judge.invalid:8000/v1")(EV)
+    assert v.score == 5.0 and proxy.requests[0][0] == "http://judge.invalid:8000/v1/chat/completions"
+    assert proxy.requests[0][1]["Host"] == "judge.invalid:8000"
+
+
 def test_openai_hang_times_out_as_a_failure(serve):
-    s = serve(("hang", 5.0))
+    hang = 30.0  # far longer than any timeout below: a client that waits it out fails
+    s = serve(("hang", hang))
+    j = judge(s.url, [], timeout_s=1.0, retries=1)
     t0 = time.monotonic()
-    v = judge(s.url, [], timeout_s=0.5, retries=1)(EV)
+    v = j(EV)
     took = time.monotonic() - t0
     assert v.score is None and v.error == "timed out" and v.attempts == 2
-    assert 0.9 < took < 3.0
-    # the stage deadline caps the whole call, retries included
+    attempts = j.cfg.retries + 1  # each waits its whole timeout_s; the backoff sleep is recorded
+    assert attempts * j.cfg.timeout_s - 0.05 <= took < (attempts + 1) * j.cfg.timeout_s, took
+    # the stage deadline caps the whole call, retries included: well before one timeout_s
+    j = judge(s.url, [], timeout_s=hang / 3, retries=5)
     t0 = time.monotonic()
-    v = judge(s.url, [], timeout_s=5.0, retries=5)(EV, deadline=time.monotonic() + 0.6)
-    assert v.score is None and time.monotonic() - t0 < 2.0
+    v = j(EV, deadline=time.monotonic() + 0.6)
+    took = time.monotonic() - t0
+    assert v.score is None and 0.6 - 0.05 <= took < j.cfg.timeout_s, took
 
 
 def test_openai_unreachable_server(serve):
@@ -204,18 +316,19 @@ def test_openai_unreachable_server(serve):
 
 def test_openai_concurrency_limit(serve):
     s = serve(("slow", "Score: 2"))  # every answer takes 0.3 s
-    verdicts = judge(s.url, concurrency=2).judge_many([EV] * 6)
+    j = judge(s.url, concurrency=2)
+    with ThreadPoolExecutor(6) as pool:  # six threads share one judge (and its limit)
+        verdicts = list(pool.map(lambda ev: j(ev), [EV] * 6))
     assert [v.score for v in verdicts] == [2.0] * 6 and len(s.requests) == 6
     assert s.max_inflight == 2  # never more than the limit, and the limit is used
 
 
 # ---------------------------------------------------------------- local VLM (tiny, offline)
 @pytest.fixture(scope="module")
-def tiny_policy(tmp_path_factory):
+def tiny_policy(tiny_factory):
     from vlmagent.policy import Policy
-    from vlmagent.tiny import build_tiny
 
-    path = build_tiny(tmp_path_factory.mktemp("tiny") / "m", max_pixels=112 * 112)
+    path = tiny_factory(max_pixels=112 * 112)  # built once per session, read-only
     return path, Policy.from_pretrained(path)
 
 
@@ -252,10 +365,10 @@ def test_vlm_judge_failures_are_recorded():
 # ---------------------------------------------------------------- in the stage
 @pytest.mark.browser
 def test_stage_uses_the_judge_and_falls_back_on_failure(serve, tmp_path):
-    from vlmagent.web.browser import Browser
     from vlmagent.config import BrowserConfig
     from vlmagent.rewards import SiteContext
     from vlmagent.rewards.aesthetics import AestheticsStage
+    from vlmagent.web.browser import Browser
     from vlmagent.web.sitegen import write_site
 
     root = write_site(tmp_path / "s", {"index.html": "<!doctype html><title>t</title>"

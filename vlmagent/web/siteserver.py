@@ -26,6 +26,9 @@ _TYPES = dict(item.split("=") for item in """
     .mp3=audio/mpeg .wav=audio/wav .pdf=application/pdf""".split())
 _CHARSET_CHECK_BYTES = 2_000_000  # larger text files are served without a charset (not sure)
 _DRIVE = re.compile(r"^/*[A-Za-z]:")  # "C:/..." or "/C:\..." once decoded
+# serve_forever's poll interval: stop() waits for one poll, so it takes milliseconds instead of
+# up to the default 0.5 s.
+POLL_S = 0.02
 
 
 def resolve(root: Path, url_path: str) -> tuple[int, Path | None]:
@@ -174,8 +177,7 @@ class SiteServer:
     def start(self) -> SiteServer:
         server = _Server(("127.0.0.1", 0), _Handler)
         server.root, server.lock, server.log = self.root, self._lock, self._log
-        # A short poll interval makes stop() take milliseconds instead of the default 0.5 s.
-        threading.Thread(target=server.serve_forever, args=(0.02,), daemon=True).start()
+        threading.Thread(target=server.serve_forever, args=(POLL_S,), daemon=True).start()
         self._server, self.port = server, int(server.server_address[1])
         self.base_url = f"http://127.0.0.1:{self.port}"
         return self

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import random
-import time
 from dataclasses import dataclass
 
 import pytest
@@ -19,12 +18,11 @@ class Item:
 class Fixed:
     """A stage with a scripted verdict that counts its calls."""
 
-    def __init__(self, name: str, score: float, passed: bool, sleep: float = 0.0):
-        self.name, self.score, self.passed, self.sleep, self.calls = name, score, passed, sleep, 0
+    def __init__(self, name: str, score: float, passed: bool):
+        self.name, self.score, self.passed, self.calls = name, score, passed, 0
 
     def __call__(self, item, deadline):
         self.calls += 1
-        time.sleep(self.sleep)
         return StageScore(self.name, self.score, self.passed, {"deadline_in": deadline})
 
 
@@ -101,12 +99,21 @@ def test_stage_exception_fails_gate_and_is_not_cached():
 
 
 def test_deadline_passed_and_overrun_recorded():
-    s = Fixed("structure", 1, True, sleep=0.05)
-    t0 = time.monotonic()
-    r = Cascade([s], timeouts_s={"structure": 0.01})(Item("x"))
-    d = r.stages[0].details
-    assert t0 < d["deadline_in"] < t0 + 0.5
-    assert d["overran_s"] > 0 and r.stages[0].seconds >= 0.05
+    now = [100.0]  # the cascade's clock, advanced only by the stage: no wall-clock bounds
+
+    class Slow:
+        name = "structure"
+
+        def __call__(self, item, deadline):
+            self.deadline = deadline
+            now[0] += 0.05  # the stage takes 50 ms
+            return StageScore(self.name, 1.0, True)
+
+    s = Slow()
+    r = Cascade([s], timeouts_s={"structure": 0.01}, clock=lambda: now[0])(Item("x"))
+    assert s.deadline == pytest.approx(100.01)  # its start plus its timeout
+    assert r.stages[0].details["overran_s"] == pytest.approx(0.04)
+    assert r.stages[0].seconds == pytest.approx(0.05) and r.seconds == pytest.approx(0.05)
 
 
 def test_site_hash_content_addressed(tmp_path):

@@ -376,8 +376,9 @@ def test_shared_images_encoded_once_give_the_same_logps_and_grads(policy) -> Non
     log-probs and gradients equal those of encoding every copy."""
     from vlmagent.policy import dedupe_images
 
-    c = context(policy, [(56, 84)], "Describe.", "a")
-    other = context(policy, [(84, 56)], "Other.", "b")
+    # sizes in visual tokens (context() multiplies by the factor): 24 tokens, not 4704
+    c = context(policy, [(4, 6)], "Describe.", "a")
+    other = context(policy, [(6, 4)], "Other.", "b")
     group = [c, Context(list(c.token_ids), [c.images[0].copy()], "a2"), other,
              Context(list(c.token_ids) + list(c.token_ids[-3:]), [c.images[0].copy()], "a3")]
     assert dedupe_images([im for x in group for im in x.images])[1] == [0, 0, 1, 0]

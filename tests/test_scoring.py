@@ -14,6 +14,7 @@ import pytest
 
 from vlmagent.cli import main
 from vlmagent.config import Config
+from vlmagent.scoring.runner import Job, result_line, run_jobs
 from vlmagent.web.sitegen import generate_sites, write_hostile_sites
 
 FAST = ["browser.nav_timeout_s=3", "browser.page_budget_s=6", "browser.site_budget_s=12",
@@ -199,6 +200,37 @@ def test_hard_site_timeout_kills_worker_and_batch_continues(tmp_path):
     # killed at the hard limit (checked every 0.5 s), not when its own budgets ran out
     assert limit <= by["a_loop"]["seconds"] < budget / 2
     assert by["b_good"]["error"] is None and len(by["b_good"]["stages"]) == N
+
+
+def test_runner_resumes_by_id_and_prepares_only_new_jobs(tmp_path):
+    """The job runner without the pool: jobs whose line is known once prepared (rejected
+    responses). Resume keeps lines by id, cuts a half-written line, and prepares only new jobs."""
+    cfg, out, prepared = Config(), tmp_path / "r.jsonl", []
+
+    def prepare(job: Job) -> None:
+        prepared.append(job.name)
+        job.content_hash = f"h-{job.name}"
+        job.line = result_line(job, {"reward": 0.25, "stages": []}, None, 0.0)
+
+    def jobs(*names: str) -> list[Job]:
+        return [Job(n, fields={"id": n}) for n in names]
+
+    s = run_jobs(jobs("a", "b"), out, cfg, resume_by="id", prepare=prepare, progress=False)
+    assert prepared == ["a", "b"] and (s.sites, s.scored, s.resumed) == (2, 2, 0)
+    assert [list(d) for d in read(out)] == [["site", "path", "content_hash", "reward", "stages",
+                                             "error", "seconds", "id"]] * 2
+    assert read(out)[0]["path"] == "" and read(out)[1]["content_hash"] == "h-b"
+    with open(out, "a") as f:
+        f.write('{"site": "c", "path"')  # killed mid-write
+    prepared.clear()
+    s = run_jobs(jobs("a", "b", "c"), out, cfg, resume_by="id", resume=True, prepare=prepare,
+                 progress=False)
+    assert prepared == ["c"] and (s.sites, s.scored, s.resumed) == (3, 1, 2)
+    assert [d["id"] for d in read(out)] == ["a", "b", "c"] == [d["site"] for d in s.lines]
+    run_jobs(jobs("a"), out, cfg, resume_by="id", prepare=prepare, progress=False)
+    assert [d["id"] for d in read(out)] == ["a"]  # without resume the file starts over
+    with pytest.raises(ValueError, match="resume_by"):
+        run_jobs([], out, cfg, resume_by="path")
 
 
 def test_usage_errors_exit_2_with_one_line(tmp_path, capsys):

@@ -249,5 +249,9 @@ def test_sample_cache_is_keyed_by_every_setting_that_changes_a_sample(tmp_path, 
     keys = {sample_key(c, policy, d, 2, 5) for c in (cfg, other, wider)
             for d in ("zoomgrid", "zoomqa")}
     assert len(keys) == 6  # kinds, size and the domain each change the key
-    qa = samples(other, policy, "zoomqa", 2, 5)
-    assert [s.meta["kind"] for s in qa] == ["digit", "digit"]
+    colour = config.load(None, base + ["agent.max_pixels=784", "domain.kinds=[color]",
+                                       "domain.size=[448, 336]"])
+    digit = config.load(None, base + ["agent.max_pixels=784", "domain.kinds=[digit]",
+                                      "domain.size=[448, 336]"])
+    assert [s.meta["kind"] for s in samples(colour, policy, "zoomqa", 2, 5)] == ["color"] * 2
+    assert [s.meta["kind"] for s in samples(digit, policy, "zoomqa", 2, 5)] == ["digit"] * 2

@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -21,6 +23,8 @@ from vlmagent.rewards.structure import StructureStage
 from vlmagent.web import webgen
 
 LIMITS = WebgenConfig(max_files=5, max_total_bytes=2000)
+REPO = Path(__file__).resolve().parents[1]
+REAP_S = 3.0  # after a build's time limit: SIGKILL of its process group, reaping, the log's end
 STATIC = webgen.load_scaffold("static")
 VITE = webgen.load_scaffold("vite-react")
 HAVE_VITE = shutil.which("node") is not None and (
@@ -183,6 +187,29 @@ def test_unknown_scaffold_lists_valid_ones():
         webgen.load_scaffold("next")
 
 
+def test_the_parser_does_not_import_the_rewards():
+    """web/webgen.py and web/scaffold.py stand alone; rewards (build, response) import them."""
+    code = ("import sys, vlmagent.web.webgen, vlmagent.web.scaffold; "
+            "print(sorted(m for m in sys.modules if m.startswith('vlmagent.rewards')))")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
+                       env={**os.environ, "PYTHONPATH": str(REPO)})
+    assert r.returncode == 0 and r.stdout.strip() == "[]", r.stderr
+
+
+def test_score_response_in_process(tmp_path):
+    cascade = Cascade([StructureStage(StructureConfig())])
+    bad = score_response("no code here", STATIC, cascade, tmp_path / "bad", LIMITS)
+    assert [(s.name, s.passed) for s in bad.stages] == [("structure", False)]
+    assert bad.stages[0].details["reason"] == "no_files" and bad.reward == 0.0
+    assert bad.content_hash == webgen.response_hash("no code here")
+    text = fence("index.html", "<h1>Hi</h1>") + fence("assets/base.css", "* {}", "css")
+    ok = score_response(text, STATIC, cascade, tmp_path / "ok", LIMITS)
+    assert ok.stages[0].passed and ok.reward == 1.0
+    assert [f["file"] for f in ok.stages[0].details["ignored_files"]] == ["assets/base.css"]
+    assert (tmp_path / "ok/project/assets/base.css").read_bytes() == \
+        STATIC.locked["assets/base.css"]  # the scaffold's copy, not the model's
+
+
 # ---------------------------------------------------------------- build stage
 def _project(tmp_path: Path, text: str) -> SiteContext:
     prep = webgen.prepare(text, VITE, tmp_path / "project", WebgenConfig())
@@ -208,14 +235,15 @@ def test_changed_locked_file_fails_the_build_without_running_it(tmp_path):
 @needs_vite
 def test_failed_build_fails_the_stage_with_the_log_and_gates(tmp_path):
     site = _project(tmp_path, BROKEN_APP)
-    cascade = Cascade([StructureStage(StructureConfig()), BuildStage(WebgenConfig()),
+    cfg = WebgenConfig()
+    cascade = Cascade([StructureStage(StructureConfig()), BuildStage(cfg),
                        ExecutionStage(None, ExecutionConfig())])  # never reached: gated
-    t0 = time.monotonic()
     r = cascade(site)
-    assert time.monotonic() - t0 < 30
     assert [(s.name, s.passed) for s in r.stages] == [("structure", True), ("build", False)]
     b = r.stages[1].details
+    # vite itself said no (an exit code), before the build's time limit could
     assert b["exit_code"] not in (0, None) and "build failed" in b["problem"]
+    assert b["seconds"] < cfg.build_timeout_s
     assert "src/App.tsx" in b["log"] and "/project/" not in b["log"]  # relative paths only
     assert 0 < len(b["log"]) <= WebgenConfig().build_log_bytes
     assert 1 / 4 <= r.reward < 2 / 4  # passed 1 of 3 stages: the band below every build
@@ -225,10 +253,11 @@ def test_failed_build_fails_the_stage_with_the_log_and_gates(tmp_path):
 @needs_vite
 def test_build_timeout_kills_the_process_group(tmp_path):
     site = _project(tmp_path, GOOD_APP)
-    t0 = time.monotonic()
-    s = BuildStage(WebgenConfig(build_timeout_s=0.3))(site, time.monotonic() + 60)
-    assert time.monotonic() - t0 < 5
+    cfg = WebgenConfig(build_timeout_s=0.3)  # far shorter than a build
+    s = BuildStage(cfg)(site, time.monotonic() + 60)
     assert not s.passed and s.details["exit_code"] is None
+    # waited its whole limit, then the group's SIGKILL ended it (not the 60 s deadline)
+    assert cfg.build_timeout_s <= s.details["seconds"] < cfg.build_timeout_s + REAP_S
     assert "timed out after 0.3 s" in s.details["problem"]
     mine = [p for p in os.listdir("/proc") if p.isdigit()]
     for pid in mine:  # no vite or esbuild left running from that build
@@ -301,6 +330,7 @@ def test_vite_build_then_chromium_sees_the_built_page(tmp_path):
 @pytest.mark.browser
 def test_score_from_responses_end_to_end(tmp_path, capsys):
     rows = [{"id": "good", "text": GOOD_APP},
+            {"id": "locked", "text": GOOD_APP + fence("vite.config.js", "export default {}", "js")},
             {"id": "broken", "text": BROKEN_APP},
             {"id": "../../hostile", "text": fence("../../../etc/cron.d/x", "* * * * * root x",
                                                   "sh") + GOOD_APP},
@@ -313,9 +343,14 @@ def test_score_from_responses_end_to_end(tmp_path, capsys):
             "reward.stages=[structure,execution]"]  # build is inserted: the scaffold needs it
     assert main(args) == 0
     by = {d["id"]: d for d in map(json.loads, out.read_text().splitlines())}
-    assert sorted(by) == ["../../hostile", "7", "broken", "good"]
+    assert sorted(by) == ["../../hostile", "7", "broken", "good", "locked"]
     stages = {k: [(s["name"], s["passed"]) for s in d["stages"]] for k, d in by.items()}
     assert stages["good"] == [("structure", True), ("build", True), ("execution", True)]
+    # the same project as "good" (its vite.config.js ignored): scored once, noted only on it
+    assert by["locked"]["content_hash"] == by["good"]["content_hash"]
+    assert by["locked"]["reward"] == by["good"]["reward"]
+    assert by["locked"]["stages"][0]["details"]["ignored_files"][0]["file"] == "vite.config.js"
+    assert "ignored_files" not in by["good"]["stages"][0]["details"]
     assert stages["broken"] == [("structure", True), ("build", False)]
     assert stages["../../hostile"] == [("structure", False)]
     assert by["../../hostile"]["stages"][0]["details"]["reason"] == "path_escapes"
@@ -323,12 +358,15 @@ def test_score_from_responses_end_to_end(tmp_path, capsys):
     assert by["good"]["reward"] > 3 / 4 > 2 / 4 > by["broken"]["reward"] >= 1 / 4
     assert by["../../hostile"]["reward"] == 0.0 == by["7"]["reward"]
     projects = out.parent / "results.projects"
-    assert sorted(p.name.rsplit("-", 1)[0] for p in projects.iterdir()) == ["broken", "good"]
+    assert sorted(p.name.rsplit("-", 1)[0] for p in projects.iterdir()) == [
+        "broken", "good", "locked"]
     assert not (tmp_path.parent / "etc").exists()
-    assert "build" in capsys.readouterr().out  # the summary lists the inserted stage
+    printed = capsys.readouterr().out
+    assert "build" in printed  # the summary lists the inserted stage
+    assert "(4 scored, 0 resumed, 1 duplicate content)" in printed
     before = out.read_text()
     assert main([*args, "--resume"]) == 0  # every id is done: nothing re-scored or appended
-    assert out.read_text() == before
+    assert out.read_text() == before and "5 resumed" in capsys.readouterr().out
 
 
 def test_from_responses_usage_errors(tmp_path, capsys):

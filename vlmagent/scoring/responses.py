@@ -87,6 +87,7 @@ def score_responses(responses: str | Path, out: str | Path, cfg: Config | None =
                     scaffold: str | None = None, workers: int | None = None,
                     resume: bool = False, report: str | Path | None = None,
                     progress: bool = True) -> Summary:
+    """Score every response in the JSONL file `responses` into `out` (one line per id)."""
     t0 = time.monotonic()
     cfg, sc = with_scaffold(cfg or Config(), scaffold)
     texts = dict(read_responses(responses))

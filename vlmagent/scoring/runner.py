@@ -5,10 +5,11 @@ Shape: the parent process goes through the jobs in order. A job already in the r
 (`--resume`) keeps its line; a job with a precomputed line (a rejected response) gets it at once;
 the rest are grouped by content hash, and each hash is handed once to N worker processes; each
 worker owns one browser (a fresh context per site) and one Cascade. A worker that exceeds the hard
-per-site wall time (score.site_timeout_s), or dies, is killed with its whole process group (its
-Chromium included) and replaced; the site still gets a line, with `error` set. Every job sharing
-the hash gets a line from that one result. Lines are appended and flushed as sites finish, so a
-killed run loses only the sites in flight and `--resume` picks up from the file.
+per-site wall time (score.site_timeout_s, counted from when the worker is up; starting a worker
+and its browser has a limit of the same length), or dies, is killed with its whole process group
+(its Chromium included) and replaced; the site still gets a line, with `error` set. Every job
+sharing the hash gets a line from that one result. Lines are appended and flushed as sites
+finish, so a killed run loses only the sites in flight and `--resume` picks up from the file.
 
 Resume keys (`resume_by`):
   "content"  a line is kept for the job with the same path and content hash; a job whose bytes an
@@ -38,6 +39,7 @@ from vlmagent.config import Config, from_dict, to_dict
 
 log = logging.getLogger("vlmagent.score")
 RESUME_BY = ("content", "id")
+READY = "ready"  # a worker's first message: its browser and cascade are up
 
 
 @dataclass
@@ -192,6 +194,10 @@ def _worker_main(conn: Any, cfg_dict: dict[str, Any]) -> None:
     cfg = from_dict(Config, cfg_dict, "<worker>")
     with Browser(cfg.browser) as browser:
         cascade = build_cascade(cfg, browser)
+        try:
+            conn.send(READY)
+        except (BrokenPipeError, OSError):
+            return
         while True:
             try:
                 msg = conn.recv()
@@ -215,6 +221,7 @@ class _Worker:
         child.close()
         self.job: Job | None = None
         self.started = 0.0
+        self.ready = False  # its browser is up: the clock of its job restarts then
 
     def kill(self) -> None:
         try:
@@ -268,10 +275,14 @@ def _run_pool(todo: dict[str, list[Job]], cfg: Config, n_workers: int, artifacts
                         result = w.conn.recv()
                     except (EOFError, OSError):
                         error = f"worker died (exit code {w.proc.exitcode})"
+                    if result == READY:  # the site's time starts when its worker can score it
+                        w.ready, w.started = True, time.monotonic()
+                        continue
                 elif w.proc.sentinel in ready or not w.proc.is_alive():
                     error = f"worker died (exit code {w.proc.exitcode})"
                 elif elapsed > limit:
-                    error = f"timed out after {limit:.0f} s; worker and browser killed"
+                    error = (f"timed out after {limit:.0f} s; worker and browser killed"
+                             if w.ready else f"worker did not start within {limit:.0f} s")
                 else:
                     continue
                 if error:

@@ -88,7 +88,10 @@ class Browser:
             return self._browser
         self._teardown()
         exe = find_chromium(self.cfg)
-        self._pw = self._pw or sync_playwright().start()
+        try:  # fails when this thread already runs Playwright (e.g. another live Browser)
+            self._pw = self._pw or sync_playwright().start()
+        except PlaywrightError as e:
+            raise BrowserError(f"could not start Playwright: {line(e)}") from None
         self._marker = uuid.uuid4().hex
         args = BASE_ARGS + NET_ARGS + [f"--js-flags=--max-old-space-size={self.cfg.js_heap_mb}",
                                        f"--vlmagent-instance={self._marker}", *self.cfg.extra_args]

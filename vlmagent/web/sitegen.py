@@ -123,6 +123,8 @@ def generate_sites(out_dir: str | Path, n: int, seed: int = 0) -> list[Path]:
     return paths
 
 
+# Rows of the huge_dom site: ten times a heavy real page, about a second to lay out.
+HUGE_DOM_ROWS = 30_000
 _OK = '<!doctype html><html><head><meta charset="utf-8"><title>{t}</title></head><body>{b}</body>'
 HOSTILE = {
     "infinite_loop": _OK.format(t="Loop", b="<p>before</p><script>while(true){}</script>"),
@@ -151,9 +153,9 @@ HOSTILE = {
     "memory_hog": _OK.format(t="Hog", b="<p>hog</p><script>const a=[];while(true)"
                              "{a.push(new Array(1e6).fill(Math.random()))}</script>"),
     "huge_dom": _OK.format(t="Huge", b="<script>const f=document.createDocumentFragment();"
-                           "for(let i=0;i<100000;i++){const d=document.createElement('div');"
-                           "d.textContent='row '+i;f.appendChild(d)}document.body.appendChild(f)"
-                           "</script>"),
+                           f"for(let i=0;i<{HUGE_DOM_ROWS};i++){{const d=document.createElement("
+                           "'div');d.textContent='row '+i;f.appendChild(d)}"
+                           "document.body.appendChild(f)</script>"),
     "popup_spam": _OK.format(t="Popups", b="<p>popups</p><a href=\"#top\" target=\"_blank\">"
                              "open</a><script>for(let i=0;i<200;i++)"
                              "window.open('https://ads.example.com/'+i)</script>"),

@@ -123,7 +123,7 @@ class ScoreConfig:
 
 @dataclass
 class WebgenConfig:
-    """Model responses as projects (domains/webgen.py) and their build (rewards/build.py)."""
+    """Model responses as projects (web/webgen.py) and their build (rewards/build.py)."""
 
     scaffold: str = "static"  # static | vite-react (vlmagent/scaffolds/<name>)
     max_files: int = 64  # files one response may write

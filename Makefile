@@ -39,9 +39,9 @@ demo: setup
 		--out out/demo/responses.jsonl --report out/demo/responses.html
 	@test -f out/demo/tiny/config.json || $(VENV)/bin/vlmagent tiny --out out/demo/tiny
 	$(VENV)/bin/vlmagent rollout configs/zoomqa_rollout.yaml --n 6 --out out/demo/traj.jsonl \
-		--policy expert policy.path=out/demo/tiny domain.data_dir=out/demo/zoomqa
+		--policy expert policy.path=out/demo/tiny domain.data_dir=out/demo/data
 	$(VENV)/bin/vlmagent train configs/zoomqa_cascade_short.yaml policy.path=out/demo/tiny \
-		train.output_dir=out/demo/cascade domain.data_dir=out/demo/zoomgrid
+		train.output_dir=out/demo/cascade domain.data_dir=out/demo/data
 	@echo "demo: website scores in $(CURDIR)/out/demo/results.jsonl"
 	@echo "demo: report         in $(CURDIR)/out/demo/report.html (model responses: responses.html)"
 	@echo "demo: trajectories   in $(CURDIR)/out/demo/traj.jsonl (images in out/demo/traj.images/)"

@@ -6,13 +6,12 @@ so the registry (domains/__init__.py) holds the modules themselves.
 """
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
+from vlmagent.images import SeenSize  # (w, h) of an image -> the size the model sees
 from vlmagent.types import Sample
-
-SeenSize = Callable[[int, int], tuple[int, int]]  # (w, h) of an image -> the size the model sees
 
 
 @runtime_checkable

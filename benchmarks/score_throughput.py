@@ -15,10 +15,10 @@ import tempfile
 import time
 from pathlib import Path
 
-from vlmagent.web.browser import Browser
 from vlmagent.config import Config
 from vlmagent.rewards import SiteContext, build_cascade
 from vlmagent.scoring.sites import score
+from vlmagent.web.browser import Browser
 from vlmagent.web.sitegen import generate_sites
 
 

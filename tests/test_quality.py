@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from vlmagent.scoring import sites as scoring
 from vlmagent.config import Config
+from vlmagent.scoring import sites as scoring
 
 SITES = Path(__file__).resolve().parents[1] / "data" / "sites"
 LABELS = json.loads((SITES / "LEVELS.json").read_text())

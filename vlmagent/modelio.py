@@ -1,13 +1,19 @@
-"""Pure-torch helpers for policy.py: image dedupe, padding, sampling, merged LoRA weights.
+"""Torch helpers for policy.py: image dedupe, padding, sampling, LoRA (peft) wrapping and
+merged LoRA weights.
 
-No transformers or peft imports here (only policy.py and tiny.py import those).
+No transformers import here; peft is imported only inside `add_lora`, when adapters are made.
 """
 from __future__ import annotations
+
+from typing import TYPE_CHECKING
 
 import torch
 from torch.utils.checkpoint import checkpoint
 
 from vlmagent.images import image_key
+
+if TYPE_CHECKING:
+    from vlmagent.config import LoraSettings
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16,
           "auto": "auto"}
@@ -132,3 +138,30 @@ def merged_state_dict(model: torch.nn.Module, adapter: str = "default") -> dict[
             key = f"{name}.weight"
             sd[key] = (sd[key] + module.get_delta_weight(adapter).to(sd[key].dtype)).detach()
     return sd
+
+
+# ---------------------------------------------------------------- peft
+def is_peft(model: torch.nn.Module) -> bool:
+    return hasattr(model, "peft_config") and hasattr(model, "get_base_model")
+
+
+def unwrap(model: torch.nn.Module) -> torch.nn.Module:
+    return model.get_base_model() if is_peft(model) else model
+
+
+def add_lora(model: torch.nn.Module, lora: LoraSettings) -> torch.nn.Module:
+    """peft adapters on the language model's `target_modules` (and, with train_vision, on
+    every linear layer of the vision tower)."""
+    import re
+
+    from peft import LoraConfig, get_peft_model
+
+    suffixes = "|".join(re.escape(t) for t in lora.target_modules)
+    pattern = rf".*language_model\.(?:.*\.)?(?:{suffixes})"
+    if lora.train_vision:
+        names = [re.escape(name) for name, mod in model.named_modules()
+                 if ".visual." in f".{name}." and isinstance(mod, torch.nn.Linear)]
+        pattern = f"(?:{pattern})|(?:{'|'.join(names)})"
+    cfg = LoraConfig(r=lora.rank, lora_alpha=lora.alpha, lora_dropout=lora.dropout,
+                     target_modules=pattern, bias="none")
+    return get_peft_model(model, cfg)

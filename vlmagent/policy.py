@@ -27,14 +27,17 @@ from vlmagent.config import LoraSettings, PolicyConfig
 from vlmagent.errors import UsageError
 from vlmagent.images import Budget, Size
 from vlmagent.modelio import (
+    add_lora,
     chunked_logps,
     dedupe_images,
+    is_peft,
     merged_state_dict,
     pad_left,
     pad_runs,
     resolve_device,
     sample_next,
     torch_dtype,
+    unwrap,
 )
 
 # The model types Policy loads (config.model_type); tiny.py builds a subset of them.
@@ -119,9 +122,9 @@ class Policy:
 
             model = PeftModel.from_pretrained(model, adapter, is_trainable=lora is not None)
         elif lora is not None:
-            model = _add_lora(model, lora)
+            model = add_lora(model, lora)
         if lora is not None and not lora.train_vision:
-            for p in _unwrap(model).model.visual.parameters():
+            for p in unwrap(model).model.visual.parameters():
                 p.requires_grad_(False)
         return cls(model, processor)
 
@@ -132,7 +135,7 @@ class Policy:
     @property
     def core(self) -> torch.nn.Module:
         """The transformers model (under any peft wrapper)."""
-        return _unwrap(self.model)
+        return unwrap(self.model)
 
     @property
     def device(self) -> torch.device:
@@ -368,9 +371,9 @@ class Policy:
         The processor is saved alongside either way."""
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
-        if _is_peft(self.model) and not merged:
+        if is_peft(self.model) and not merged:
             self.model.save_pretrained(str(out), safe_serialization=True)
-        elif _is_peft(self.model):
+        elif is_peft(self.model):
             self.core.save_pretrained(str(out), state_dict=merged_state_dict(self.core))
         else:
             self.model.save_pretrained(str(out))
@@ -379,32 +382,6 @@ class Policy:
 
 
 # ---------------------------------------------------------------- helpers
-def _is_peft(model: torch.nn.Module) -> bool:
-    return hasattr(model, "peft_config") and hasattr(model, "get_base_model")
-
-
-def _unwrap(model: torch.nn.Module) -> torch.nn.Module:
-    return model.get_base_model() if _is_peft(model) else model
-
-
-def _add_lora(model: torch.nn.Module, lora: LoraSettings) -> torch.nn.Module:
-    """peft adapters on the language model's `target_modules` (and, with train_vision, on
-    every linear layer of the vision tower)."""
-    import re
-
-    from peft import LoraConfig, get_peft_model
-
-    suffixes = "|".join(re.escape(t) for t in lora.target_modules)
-    pattern = rf".*language_model\.(?:.*\.)?(?:{suffixes})"
-    if lora.train_vision:
-        names = [re.escape(name) for name, mod in model.named_modules()
-                 if ".visual." in f".{name}." and isinstance(mod, torch.nn.Linear)]
-        pattern = f"(?:{pattern})|(?:{'|'.join(names)})"
-    cfg = LoraConfig(r=lora.rank, lora_alpha=lora.alpha, lora_dropout=lora.dropout,
-                     target_modules=pattern, bias="none")
-    return get_peft_model(model, cfg)
-
-
 def _is_image(item: Any) -> bool:
     return isinstance(item, dict) and (item.get("type") == "image" or "image" in item
                                       or "image_url" in item)

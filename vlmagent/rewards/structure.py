@@ -18,8 +18,8 @@ from urllib.parse import urlsplit
 
 from vlmagent.config import StructureConfig
 from vlmagent.rewards.cascade import SiteContext
-from vlmagent.web.siteserver import resolve
 from vlmagent.types import StageScore
+from vlmagent.web.siteserver import resolve
 
 HTML_EXT = {".html", ".htm", ".xhtml"}
 _REF_ATTRS = {"href", "src", "poster", "data"}

@@ -60,7 +60,8 @@ def make_scheduler(optimizer: torch.optim.Optimizer, stage: StageConfig
     name = stage.schedule or "constant"
     valid = [t.value for t in SchedulerType]
     if name not in valid:
-        raise ValueError(f"stage {stage.name}: unknown schedule {name!r} (valid: {', '.join(valid)})")
+        raise ValueError(f"stage {stage.name}: unknown schedule {name!r} "
+                         f"(valid: {', '.join(valid)})")
     warm = stage.warmup_steps or 0
     if name == "constant" and warm:
         name = "constant_with_warmup"

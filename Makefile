@@ -10,7 +10,9 @@ PYTHON := $(VENV)/bin/python
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
-PYTEST := $(PYTHON) -m pytest -q -p no:cacheprovider
+# -n auto --dist loadfile: one worker per core, each test file on one worker (module fixtures such
+# as a browser or a tiny model are made once per file)
+PYTEST := $(PYTHON) -m pytest -q -p no:cacheprovider -n auto --dist loadfile
 # pytest exit 5 means "no tests collected": the suite must never be empty, so that is a failure.
 define run_pytest
 	@set +e; $(PYTEST) $(1) $(PYTEST_ARGS); rc=$$?; \

@@ -24,6 +24,14 @@ def check(answer_text: str, sample: Sample) -> float:
     return float(normalize(got) == normalize(str(sample.answer)))
 
 
+def check_kinds(domain: str, kinds: Sequence[str], valid: Sequence[str]) -> None:
+    """Fail on an empty or unknown kind list, naming the valid kinds."""
+    bad = [k for k in kinds if k not in valid]
+    if bad or not kinds:
+        raise ValueError(f"unknown {domain} kind {bad[0] if bad else None!r} "
+                         f"(valid: {', '.join(valid)})")
+
+
 def seen_box(sample: Sample, seen_size: Callable[[int, int], tuple[int, int]]) -> list[int]:
     """The sample's target box (meta "box", original pixels) in the frame of the image as the
     model sees it, rounded outwards."""

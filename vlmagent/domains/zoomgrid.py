@@ -29,7 +29,14 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageDraw
 
-from vlmagent.domains.common import check, eval_metrics, load_samples, save_samples, seen_box
+from vlmagent.domains.common import (
+    check,
+    check_kinds,
+    eval_metrics,
+    load_samples,
+    save_samples,
+    seen_box,
+)
 from vlmagent.images import QWEN2_5_VL_DEFAULT, resize_seen
 from vlmagent.protocol import get_format
 from vlmagent.tools.base import ToolEnv
@@ -148,10 +155,7 @@ def make_samples(n: int, seed: int, out_dir: str | Path, kinds: Sequence[str] = 
     `seen_size` (the policy's resize rule) sets the stripe width so that the overview hides the
     colour and the zoom shows it; without it the overview is assumed at a quarter of each side.
     """
-    bad = [k for k in kinds if k not in KINDS]
-    if bad or not kinds:
-        raise ValueError(f"unknown zoomgrid kind {bad[0] if bad else None!r} "
-                         f"(valid: {', '.join(KINDS)})")
+    check_kinds(DOMAIN, kinds, KINDS)
     wh = tuple(size) if size else SIZE
     stripe = stripe_width(wh, seen_size or quarter_size)
     if (wh[0] // GRID) % (2 * stripe):

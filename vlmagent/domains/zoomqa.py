@@ -19,6 +19,7 @@ from PIL import Image, ImageDraw
 
 from vlmagent.domains.common import (
     check,
+    check_kinds,
     eval_metrics,
     load_samples,
     normalize,
@@ -216,10 +217,7 @@ def make_samples(n: int, seed: int, out_dir: str | Path, kinds: Sequence[str] = 
 
     The same (n, seed, kinds, size) always gives the same images and answers.
     """
-    bad = [k for k in kinds if k not in KINDS]
-    if bad or not kinds:
-        raise ValueError(f"unknown zoomqa kind {bad[0] if bad else None!r} "
-                         f"(valid: {', '.join(KINDS)})")
+    check_kinds(DOMAIN, kinds, KINDS)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     samples = []

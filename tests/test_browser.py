@@ -451,8 +451,9 @@ def test_relaunch_after_browser_killed(browser: Browser, normal: Path) -> None:
 
 
 @pytest.mark.slow
-def test_browser_killed_mid_site_is_retried(browser: Browser, sites: Path) -> None:
-    root = write_site(sites / "slowish", {
+@pytest.mark.parametrize("after_s", [0.2, 0.4])  # 0.2 s once hung in new_page (driver kept waiting)
+def test_browser_killed_mid_site_is_retried(browser: Browser, sites: Path, after_s: float) -> None:
+    root = write_site(sites / f"slowish{after_s}", {
         f"p{i}.html": "<title>p</title><p id='o'>0</p>" + "".join(
             f"<button onclick='o.textContent={k}'>b{k}</button>" for k in range(6))
         + f"<a href='p{i + 1}.html'>next</a>" for i in range(3)})
@@ -460,7 +461,7 @@ def test_browser_killed_mid_site_is_retried(browser: Browser, sites: Path) -> No
     browser.visit_site(root)  # warm: launched before the kill
     pid = browser.pid()
     assert pid
-    killer = threading.Timer(0.4, os.kill, (pid, signal.SIGKILL))
+    killer = threading.Timer(after_s, os.kill, (pid, signal.SIGKILL))
     killer.start()
     visit = browser.visit_site(root)
     killer.join()

@@ -54,3 +54,22 @@ def test_an_unknown_schedule_lists_the_valid_ones():
     opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
     with pytest.raises(ValueError, match="unknown schedule 'triangle'.*cosine"):
         make_scheduler(opt, stage)
+
+
+def test_gspo_gets_its_published_clip_range_unless_set():
+    from vlmagent.config import StageConfig as S
+    assert (resolve_stage(S(), S(kind="gspo")).eps_low,
+            resolve_stage(S(), S(kind="gspo")).eps_high) == (3e-4, 4e-4)
+    assert resolve_stage(S(), S(kind="grpo")).eps_low == 0.2  # GRPO's token-level range
+    assert resolve_stage(S(eps_low=0.1), S(kind="gspo")).eps_low == 0.1  # defaults win
+    assert resolve_stage(S(kind="gspo"), S(eps_high=0.5)).eps_high == 0.5  # the stage wins
+    assert resolve_stage(S(kind="gspo"), S()).eps_high == 4e-4  # kind from the defaults
+
+
+def test_a_gspo_stage_with_a_kl_coefficient_is_refused(tmp_path):
+    from vlmagent.config import Config, TrainConfig
+    from vlmagent.train.pipeline import resolve_stages
+    cfg = Config(train=TrainConfig(stages=[StageConfig(kind="gspo", domain="zoomgrid",
+                                                       kl_coef=0.05)]))
+    with pytest.raises(ValueError, match="gspo has no KL term"):
+        resolve_stages(cfg)

@@ -375,9 +375,16 @@ class Config:
     webgen: WebgenConfig = field(default_factory=WebgenConfig)
 
 
+# Built-in values that depend on the stage's kind: GSPO's sequence-level ratio needs the clip
+# range its paper publishes (3e-4 / 4e-4), not GRPO's token-level 0.2 (docs/training.md).
+KIND_DEFAULTS: dict[str, dict[str, Any]] = {"gspo": {"eps_low": 3e-4, "eps_high": 4e-4}}
+
+
 def resolve_stage(defaults: StageConfig, stage: StageConfig) -> StageConfig:
-    """The stage with every unset field taken from `defaults`, then from the built-in ones."""
-    builtin = _default_stage()
+    """The stage with every unset field taken from `defaults`, then from the built-in ones (for
+    its kind, then in general)."""
+    kind = stage.kind if stage.kind is not None else defaults.kind
+    builtin = dataclasses.replace(_default_stage(), **KIND_DEFAULTS.get(kind or "", {}))
 
     def pick(name: str) -> Any:
         for src in (stage, defaults, builtin):

@@ -83,7 +83,7 @@ class Reference:
 
 def online_step(run: StageRun, cfg: Config, data: Any) -> dict[str, float]:
     st, t0 = run.stage, time.perf_counter()
-    if st.kl_coef and run.reference is None:
+    if st.kl_coef and run.reference is None:  # (a gspo stage has kl_coef 0: resolve_stages)
         run.reference = Reference(run.policy)
     trajs, rewards, _ = sample_groups(run, cfg)
     g = st.group_size

@@ -46,6 +46,9 @@ def resolve_stages(cfg: Config) -> list[Any]:
         if s.domain not in DOMAINS:
             raise ValueError(f"stage {s.name}: unknown domain {s.domain!r} "
                              f"(valid: {', '.join(DOMAINS)})")
+        if s.kind == "gspo" and s.kl_coef:
+            raise ValueError(f"stage {s.name}: gspo has no KL term, so kl_coef={s.kl_coef} would "
+                             "be ignored: set kl_coef: 0 for it, or use kind: grpo")
         if names.count(s.name) > 1:
             raise ValueError(f"two stages are named {s.name!r}: give each a unique `name`")
     return stages

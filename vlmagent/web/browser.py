@@ -29,7 +29,7 @@ from vlmagent.web.crawl import BrowserDied, Crawler, Driver, line
 from vlmagent.web.js import load
 from vlmagent.web.run import Run
 from vlmagent.web.siteserver import SiteServer
-from vlmagent.web.watchdog import Watchdog, browser_pid, kill
+from vlmagent.web.watchdog import Watchdog, browser_pid, kill, kill_group
 
 BASE_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
              "--disable-background-networking", "--disable-component-update", "--disable-sync",
@@ -68,7 +68,8 @@ class Browser:
         self._pw = None
         self._browser = None
         self._marker = ""  # a flag on the browser's command line: finds exactly our process
-        self._dog = Watchdog(self.pid)
+        self._group: int | None = None  # the browser's process group (its pid at launch)
+        self._dog = Watchdog(self.pid, lambda: self._group)
         self._crawler = Crawler(self.cfg, self._dog, Driver(
             error=PlaywrightError, timeout=PlaywrightTimeout, new_page=self._new_page,
             close=self._close, alive=self._alive))
@@ -87,6 +88,13 @@ class Browser:
         if self._browser is not None and self._browser.is_connected():
             return self._browser
         self._teardown()
+        if self._dog.killed_driver:  # the watchdog ended a hung driver: start a fresh one
+            self._dog.killed_driver = False
+            try:
+                self._pw.stop()
+            except Exception:  # its process is gone; only the Python side is left to drop
+                pass
+            self._pw = None
         exe = find_chromium(self.cfg)
         try:  # fails when this thread already runs Playwright (e.g. another live Browser)
             self._pw = self._pw or sync_playwright().start()
@@ -100,17 +108,19 @@ class Browser:
                                                      headless=True, timeout=30_000)
         except PlaywrightError as e:
             raise BrowserError(f"could not launch {exe}: {line(e)}") from None
+        self._group = self.pid()
         return self._browser
 
     def _teardown(self) -> None:
         """Kill the browser outright: it died or stopped answering. Relaunched on next use."""
         if self._browser is not None:
             kill(self.pid())
+            kill_group(self._group)  # and any renderer it left behind
             try:
                 self._browser.close()
             except Exception:  # already gone; nothing left to free
                 pass
-        self._browser = None
+        self._browser, self._group = None, None
 
     def close(self) -> None:
         if self._browser is not None and self._browser.is_connected():

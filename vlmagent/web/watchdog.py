@@ -35,6 +35,37 @@ def kill(pid: int | None) -> None:
         pass
 
 
+def driver_pid() -> int | None:
+    """Playwright's driver (node) started by this process: a descendant running `run-driver`."""
+    me, parents = os.getpid(), {}
+    for entry in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            parents[int(entry)] = int(
+                Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
+            continue
+    for pid in parents:
+        up, hops = parents.get(pid), 0
+        while up and up != me and hops < 4:
+            up, hops = parents.get(up), hops + 1
+        try:
+            if up == me and b"run-driver" in Path(f"/proc/{pid}/cmdline").read_bytes():
+                return pid
+        except OSError:
+            continue
+    return None
+
+
+def kill_group(pgid: int | None) -> None:
+    """SIGKILL a process group: the browser's (Playwright starts it as a group leader), so its
+    children die with it even after it is gone. Never our own group."""
+    try:
+        if pgid and pgid != os.getpgid(0):
+            os.killpg(pgid, signal.SIGKILL)
+    except OSError:
+        pass
+
+
 def kill_renderers(browser: int) -> None:
     """SIGKILL every renderer below `browser` (one site runs at a time, so all are its pages)."""
     kids: dict[int, list[int]] = {}
@@ -60,11 +91,15 @@ class Watchdog:
 
     When a guarded call overruns, the renderers are killed (the page crashes and the call
     fails); if the call still hangs, the browser itself is killed and relaunched by its owner.
+    If the browser is already gone, its process group is killed (orphans keep the pipe open).
     """
 
-    def __init__(self, pid: Callable[[], int | None]) -> None:
+    def __init__(self, pid: Callable[[], int | None],
+                 group: Callable[[], int | None] = lambda: None) -> None:
         self._pid = pid
+        self._group = group  # the browser's process group, known from its launch
         self.fired = False  # set when a guard expired; the owner resets it per page
+        self.killed_driver = False  # set when Playwright's driver had to go; the owner restarts it
 
     @contextmanager
     def guard(self, seconds: float) -> Iterator[None]:
@@ -75,10 +110,19 @@ class Watchdog:
                 return
             self.fired = True
             browser = self._pid()
-            if browser:
-                kill_renderers(browser)
-                if not done.wait(seconds + 2.0):
-                    kill(browser)
+            if not browser:
+                # the browser died under the call: end what it left behind; a call that still
+                # waits (Playwright can miss a browser that vanished mid-command) is ended by
+                # killing Playwright's driver, which the owner then restarts
+                kill_group(self._group())
+                if not done.wait(2.0):
+                    self.killed_driver = True
+                    kill(driver_pid())
+                return
+            kill_renderers(browser)
+            if not done.wait(seconds + 2.0):
+                kill(browser)
+                kill_group(self._group())
 
         threading.Thread(target=watch, daemon=True).start()
         try:

@@ -115,6 +115,8 @@ def run_seeds(config: str, seeds: list[int], out: str | Path, overrides: list[st
     todo = [s for s in seeds if _stage_results(out / f"seed-{s}", stages) is None]
     running: dict[int, tuple[subprocess.Popen, float]] = {}
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    if jobs > 1:  # share the cores: torch's default (every core per process) oversubscribes them
+        env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // jobs)))
     while todo or running:
         while todo and len(running) < jobs:
             s = todo.pop(0)

@@ -2,7 +2,13 @@
 tokenizer and saves a model) and must be treated as read-only by the tests that use them."""
 from __future__ import annotations
 
+import os
 from pathlib import Path
+
+# One torch thread per process (inherited by the subprocesses tests start): the models here are
+# tiny, run no slower on one thread, and the suite runs one pytest worker per core plus
+# scoring workers and training ranks, which would otherwise oversubscribe the cores.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 import pytest
 

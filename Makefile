@@ -9,9 +9,6 @@ PYTHON := $(VENV)/bin/python
 # Nothing may be downloaded at run time: models and datasets are built or shipped locally.
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
-# The demo's and the tests' models are tiny: one torch thread each is as fast on a quiet machine
-# and far faster on a busy one (several multi-threaded processes on 2 cores thrash).
-export OMP_NUM_THREADS ?= 1
 
 # -n auto --dist loadfile: one worker per core, each test file on one worker (module fixtures such
 # as a browser or a tiny model are made once per file)

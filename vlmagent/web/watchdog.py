@@ -35,25 +35,40 @@ def kill(pid: int | None) -> None:
         pass
 
 
-def driver_pid() -> int | None:
-    """Playwright's driver (node) started by this process: a descendant running `run-driver`."""
-    me, parents = os.getpid(), {}
+def _parents() -> dict[int, int]:
+    """pid -> parent pid of every process, from /proc."""
+    parents = {}
     for entry in filter(str.isdigit, os.listdir("/proc")):
-        try:
+        try:  # field 4 of /proc/PID/stat is the parent; the name before it may hold spaces
             parents[int(entry)] = int(
                 Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()[1])
         except (OSError, IndexError, ValueError):
             continue
-    for pid in parents:
-        up, hops = parents.get(pid), 0
-        while up and up != me and hops < 4:
-            up, hops = parents.get(up), hops + 1
-        try:
-            if up == me and b"run-driver" in Path(f"/proc/{pid}/cmdline").read_bytes():
-                return pid
-        except OSError:
-            continue
-    return None
+    return parents
+
+
+def _descendants(root: int) -> list[int]:
+    kids: dict[int, list[int]] = {}
+    for pid, ppid in _parents().items():
+        kids.setdefault(ppid, []).append(pid)
+    out, todo = [], list(kids.get(root, []))
+    while todo:
+        pid = todo.pop()
+        out.append(pid)
+        todo += kids.get(pid, [])
+    return out
+
+
+def _cmdline_has(pid: int, flag: bytes) -> bool:
+    try:
+        return flag in Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return False
+
+
+def driver_pid() -> int | None:
+    """Playwright's driver (node) started by this process: a descendant running `run-driver`."""
+    return next((p for p in _descendants(os.getpid()) if _cmdline_has(p, b"run-driver")), None)
 
 
 def kill_group(pgid: int | None) -> None:
@@ -68,22 +83,9 @@ def kill_group(pgid: int | None) -> None:
 
 def kill_renderers(browser: int) -> None:
     """SIGKILL every renderer below `browser` (one site runs at a time, so all are its pages)."""
-    kids: dict[int, list[int]] = {}
-    for entry in filter(str.isdigit, os.listdir("/proc")):
-        try:  # field 4 of /proc/PID/stat is the parent; the name before it may hold spaces
-            ppid = int(Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()[1])
-        except (OSError, IndexError, ValueError):
-            continue
-        kids.setdefault(ppid, []).append(int(entry))
-    todo = list(kids.get(browser, []))
-    while todo:
-        pid = todo.pop()
-        todo += kids.get(pid, [])
-        try:
-            if b"--type=renderer" in Path(f"/proc/{pid}/cmdline").read_bytes():
-                kill(pid)
-        except OSError:
-            pass
+    for pid in _descendants(browser):
+        if _cmdline_has(pid, b"--type=renderer"):
+            kill(pid)
 
 
 class Watchdog:

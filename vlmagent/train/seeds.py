@@ -113,7 +113,7 @@ def run_seeds(config: str, seeds: list[int], out: str | Path, overrides: list[st
     times_file = out / "time_s.json"
     times: dict[str, float] = json.loads(times_file.read_text()) if times_file.exists() else {}
     todo = [s for s in seeds if _stage_results(out / f"seed-{s}", stages) is None]
-    running: dict[int, tuple[subprocess.Popen, float]] = {}
+    running: dict[int, tuple[subprocess.Popen, float]] = {}  # the log file closes with the run
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     if jobs > 1:  # share the cores: torch's default (every core per process) oversubscribes them
         env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // jobs)))
@@ -127,6 +127,7 @@ def run_seeds(config: str, seeds: list[int], out: str | Path, overrides: list[st
             if proc.poll() is None:
                 continue
             del running[s]
+            proc.stdout_log.close()  # type: ignore[attr-defined]
             if proc.returncode != 0:
                 raise RuntimeError(f"seed {s} failed (exit {proc.returncode}); see "
                                    f"{out}/seed-{s}.log")
@@ -154,5 +155,7 @@ def _launch(config: str, seed: int, out: Path, overrides: list[str], tiny_family
             build_tiny(model, family=tiny_family, seed=seed)
         args.append(f"policy.path={model}")
     cmd = [sys.executable, "-m", "vlmagent.cli", "train", config, *overrides, *args]
-    log = open(out / f"seed-{seed}.log", "a")  # noqa: SIM115 (closed with the process)
-    return subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
+    log = open(out / f"seed-{seed}.log", "a")  # noqa: SIM115 (closed when the run ends)
+    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
+    proc.stdout_log = log  # type: ignore[attr-defined]
+    return proc

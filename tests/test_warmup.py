@@ -105,6 +105,8 @@ def test_decision_mask_covers_the_answer_then_the_call_arguments(tmp_path, tiny)
     assert text(warmup.decision_mask(policy, t, calls=False)) == batch[0].answer
     both = text(warmup.decision_mask(policy, t, calls=True))
     assert str(box) in both and both.endswith(batch[0].answer)
+    # the reasoning before the call names the cell (one token): a decision too
+    assert both.startswith(f"cell {batch[0].meta['cell'] + 1}")
     assert all(m <= lm for m, lm in zip(warmup.decision_mask(policy, t), t.loss_mask))
 
 

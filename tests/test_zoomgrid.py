@@ -108,6 +108,8 @@ def test_expert_zoom_box_is_the_target_cell_and_covers_the_swatch(tmp_path):
         first, last = zoomgrid.expert_turns(s, "tool", seen)
         call = FORMATS["hermes"].parse(first)
         assert call.name == "zoom" and parse_mode(first) == "tool"
+        # the cell is named first (row-major from 1), in one token's worth of text
+        assert first.startswith(f"<think_with_tools>cell {s.meta['cell'] + 1}<tool_call>")
         orig = to_original(call.arguments["bbox"], zoomgrid.SIZE, seen(*zoomgrid.SIZE))
         assert list(orig) == s.meta["box"] == zoomgrid.cell_box(s.meta["cell"], zoomgrid.SIZE)
         for inner in (s.meta["card"], s.meta["swatch"]):

@@ -21,6 +21,7 @@ from vlmagent.train.common import step_seed
 from vlmagent.types import Sample, Trajectory
 
 EVAL_SEED = 1_000_003  # held-out samples: a seed range training never draws from
+PROBE_SEED = 2_000_003  # the early-stop probe's samples: disjoint from train and eval
 
 
 def seen_fn(policy: Any, agent_cfg: AgentConfig):

@@ -24,7 +24,7 @@ from tqdm import tqdm
 
 from vlmagent.config import Config, resolve_stage, to_dict
 from vlmagent.train.common import StageRun, make_accelerator, trainable_state
-from vlmagent.train.evaluate import evaluate
+from vlmagent.train.evaluate import evaluate, probe
 
 DONE = "DONE"
 
@@ -92,19 +92,29 @@ def run(cfg: Config, policy: Any = None) -> dict[str, Any]:
             acc.print(f"[{st.name}] resumed at step {r.step}")
         bar = tqdm(total=st.steps, initial=r.step, desc=st.name, unit="step",
                    disable=not acc.is_main_process)
-        while r.step < st.steps:
+        reached = False
+        while r.step < st.steps and not reached:
             metrics = step_fn(r, cfg, data)
             r.step += 1
             bar.update(1)
-            if r.step % cfg.train.log_every == 0 or r.step == st.steps:
+            if st.until and r.step % st.probe_every == 0:  # every rank probes: same answer
+                with acc.main_process_first():
+                    metrics["probe_accuracy"] = probe(cfg, policy, st)
+                reached = metrics["probe_accuracy"] >= st.until
+            if r.step % cfg.train.log_every == 0 or r.step == st.steps or reached:
                 r.log(metrics)
                 bar.set_postfix({k: f"{v:.3g}" for k, v in metrics.items()
-                                 if k in ("loss", "reward", "accuracy")})
+                                 if k in ("loss", "reward", "accuracy", "probe_accuracy")})
             if st.checkpoint_every and r.step % st.checkpoint_every == 0 and r.step < st.steps:
                 r.save()
         bar.close()
+        if reached:
+            acc.print(f"[{st.name}] probe accuracy {metrics['probe_accuracy']:.3f} >= "
+                      f"{st.until} at step {r.step} of {st.steps}: stage done")
         with acc.main_process_first():  # rank 0 writes held-out samples, the others read them
             results[st.name] = evaluate(cfg, policy, seen, st.eval_n, st)
+        for per_domain in results[st.name].values():
+            per_domain["steps"] = r.step  # the steps this stage ran (fewer if it hit `until`)
         final.mkdir(parents=True, exist_ok=True)
         # Every rank records a digest of its weights: ranks that drifted apart are visible.
         (final / f"rank{acc.process_index}.sha256").write_text(weights_digest(policy))

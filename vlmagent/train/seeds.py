@@ -26,7 +26,7 @@ from typing import Any
 T975 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306,
         9: 2.262, 10: 2.228, 11: 2.201, 12: 2.179, 13: 2.160, 14: 2.145, 15: 2.131, 16: 2.120,
         17: 2.110, 18: 2.101, 19: 2.093, 20: 2.086, 25: 2.060, 30: 2.042}
-METRICS = ("accuracy", "reward", "tool_call_rate")  # shown in the table; the JSON has all
+METRICS = ("accuracy", "reward", "tool_call_rate", "steps")  # in the table; the JSON has all
 
 
 def parse_seeds(text: str) -> list[int]:
@@ -82,9 +82,10 @@ def table(report: dict[str, Any]) -> str:
                     continue
                 s = metrics[m]
                 lo, hi = s["ci95"]
-                rows.append(f"| {stage} | {dom} | {m} | {s['mean']:.3f} | {s['min']:.3f} | "
-                            f"{s['max']:.3f} | {lo:.3f} to {hi:.3f} | "
-                            + " | ".join(f"{v:.3f}" for v in s["values"]) + " |")
+                f = ".0f" if m == "steps" else ".3f"
+                rows.append(f"| {stage} | {dom} | {m} | {s['mean']:{f}} | {s['min']:{f}} | "
+                            f"{s['max']:{f}} | {lo:{f}} to {hi:{f}} | "
+                            + " | ".join(f"{v:{f}}" for v in s["values"]) + " |")
     times = ", ".join(f"seed {k}: {v / 60:.1f} min" for k, v in report["time_s"].items())
     return "\n".join(rows) + f"\n\nWall time per seed: {times}\n"
 

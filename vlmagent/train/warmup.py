@@ -34,6 +34,7 @@ from vlmagent import trajectory
 from vlmagent.config import Config, StageConfig
 from vlmagent.domains import PerceptionDomain, get_domain
 from vlmagent.losses import sft_loss
+from vlmagent.protocol import MODE_TAGS
 from vlmagent.train.common import StageRun, pad_masked, shard, step_seed
 from vlmagent.train.data import expert_episodes, seen_fn, train_samples
 from vlmagent.types import Trajectory
@@ -82,7 +83,8 @@ def image_tokens(policy: Any, images: list[Any]) -> list[torch.Tensor]:
 
 def decision_mask(policy: Any, traj: Trajectory, calls: bool = True) -> list[int]:
     """1 on the policy tokens that carry the episode's decisions: the content of the final
-    <answer></answer>, and (with `calls`) the arguments of every tool call (the box)."""
+    <answer></answer>, and (with `calls`) every tool-calling turn from its reasoning (zoomgrid's
+    expert names the cell there) to the end of the call's arguments (the box)."""
     mask = [0] * len(traj.token_ids)
     turns = [t for t in traj.turns if t.role == "assistant"]
     for n, turn in enumerate(turns):
@@ -100,8 +102,11 @@ def decision_mask(policy: Any, traj: Trajectory, calls: bool = True) -> list[int
                 ranges.append((start + len(OPEN), end))
         if calls and turn.tool_call is not None:  # formats write arguments as json.dumps
             args = json.dumps(turn.tool_call.arguments, ensure_ascii=False)
-            if text.rfind(args) >= 0:
-                ranges.append((text.rfind(args), text.rfind(args) + len(args)))
+            end = text.rfind(args)
+            if end >= 0:  # the reasoning that names the region, then the call up to its args
+                tag = f"<{MODE_TAGS['tool']}>"
+                start = text.find(tag) + len(tag) if tag in text[:end] else end
+                ranges.append((start, end + len(args)))
         for lo, hi in ranges:
             for k, (s, e) in enumerate(spans):
                 if s < hi and e > lo and traj.loss_mask[a0 + k]:

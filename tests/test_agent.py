@@ -273,3 +273,23 @@ def test_group_members_share_one_resized_prompt_image(policy, samples):
     assert np.array_equal(np.asarray(trajs[0].images[0]), np.asarray(want))
     again = agent.rollout(policy, samples[:1], c, seed=1, image_cache=cache)  # a later epoch
     assert again[0].images[0] is trajs[0].images[0]
+
+
+def test_image_position_puts_the_question_before_or_after_the_images(policy, samples):
+    """`after`: the user turn is question then image, so the image sits right before the
+    reply (what makes the zoom cascade hold across seeds); `before` is Qwen's usual order."""
+    first_word = policy.tokenizer.encode(samples[0].prompt.split()[0], add_special_tokens=False)
+    positions, tokens = {}, {}
+    for where in ("before", "after"):
+        ep = agent.start_episode(policy, samples[0], cfg(image_position=where), {})
+        ids = ep.traj.token_ids
+        image = ids.index(policy.image_token_id)
+        text = next(i for i in range(len(ids)) if ids[i:i + len(first_word)] == first_word
+                    and i > ids.index(policy.tokenizer.convert_tokens_to_ids("user")))
+        positions[where] = (image, text)
+        tokens[where] = sorted(ids)
+    assert tokens["before"] == tokens["after"]  # the same tokens: only the order changes
+    assert positions["before"][0] < positions["before"][1]
+    assert positions["after"][1] < positions["after"][0]
+    with pytest.raises(ValueError, match="image_position 'middle'"):
+        agent.rollout(policy, samples[:1], cfg(image_position="middle"))

@@ -134,7 +134,10 @@ def start_episode(policy: Any, sample: Sample, cfg: AgentConfig, tools: dict[str
     hint = protocol.MODE_HINT.get(cfg.force_mode, "") if cfg.force_mode != "none" else ""
     text = sample.prompt + (f"\n{hint}" if hint else "")
     images = [_seen_image(ep, name) for name in shown]
-    content = [{"type": "image", "image": im} for im in images] + [{"type": "text", "text": text}]
+    content = [{"type": "image", "image": im} for im in images]
+    question = [{"type": "text", "text": text}]
+    # "after": the question first, so the images sit right before the reply (docs/training.md)
+    content = question + content if cfg.image_position == "after" else content + question
     messages = [{"role": "system", "content": system}, {"role": "user", "content": content}]
     ids = policy.chat_tokens(messages, tools=specs if use_template_tools and tools else None,
                              add_generation_prompt=True)
@@ -188,6 +191,8 @@ def rollout(policy: Any, samples: Sequence[Sample], cfg: AgentConfig, actor: Act
     """
     if cfg.force_mode not in MODES:
         raise ValueError(f"force_mode {cfg.force_mode!r} (valid: {', '.join(MODES)})")
+    if cfg.image_position not in ("before", "after"):
+        raise ValueError(f"image_position {cfg.image_position!r} (valid: before, after)")
     tools = tools if tools is not None else make_tools(cfg.tools)
     actor = actor or PolicyActor(policy)
     fmt = protocol.get_format(cfg.format)

@@ -286,6 +286,7 @@ class AgentConfig:
     tools: list[str] = field(default_factory=lambda: ["crop", "zoom"])
     system_prompt: str = "You are a careful visual assistant. Look closer before you answer."
     force_mode: str = "none"  # tool | text | none: hint the thinking mode in the prompt
+    image_position: str = "before"  # the user turn's images before or after its text
     max_turns: int = 4  # assistant turns per episode
     max_tool_calls: int = 3  # DriveAgent-R1's limit; further calls get an error observation
     max_new_tokens: int = 256  # per assistant turn

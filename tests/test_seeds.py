@@ -66,6 +66,8 @@ train:
     assert json.loads((out / "seed-1" / "config.json").read_text())["policy"]["path"].endswith(
         "qwen2_5_vl-seed1")
     assert "| sft | zoomqa | accuracy |" in (out / "seeds.md").read_text()
+    # the steps each stage ran (fewer than `steps` when it stops on its probe), per seed
+    assert "| sft | zoomqa | steps | 2 | 2 | 2 | 2 to 2 | 2 | 2 |" in (out / "seeds.md").read_text()
     capsys.readouterr()
     assert main(args) == 0  # finished seeds are not trained again
     assert "started" not in capsys.readouterr().out

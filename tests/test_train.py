@@ -202,8 +202,9 @@ def test_sample_cache_is_keyed_by_every_setting_that_changes_a_sample(tmp_path, 
 
 def test_until_stops_a_stage_on_its_probe_and_the_rerun_skips_it(tmp_path, tiny, monkeypatch,
                                                                   capsys):
-    """`until`: the stage ends at the first probe at or above the level; the probe's numbers
-    come from samples of their own (not the eval's); `steps` stays the maximum."""
+    """`until`: the stage ends at the first probe at or above the level (one before the first
+    step too: a stage already there runs none); the probe's numbers come from samples of their
+    own (not the eval's); `steps` stays the maximum."""
     from vlmagent.train import evaluate as ev_mod
     from vlmagent.train import pipeline
 
@@ -213,22 +214,28 @@ def test_until_stops_a_stage_on_its_probe_and_the_rerun_skips_it(tmp_path, tiny,
     def probe(cfg, policy, stage):  # the real probe runs; the reported level then rises
         acc = real(cfg, policy, stage)
         assert 0.0 <= acc <= 1.0
-        seen.append(acc)
-        return [0.1, 0.5, 0.95, 1.0][len(seen) - 1]
+        seen.append(stage.name)
+        return [0.1, 0.5, 0.7, 0.95, 1.0][len(seen) - 1]
 
     monkeypatch.setattr(pipeline, "probe", probe)
     path = cfg_file(tmp_path, tiny, steps=20, every=100, stages=(
         "[{kind: sft, name: a, until: 0.9, probe_every: 2, probe_n: 3},"
-        " {kind: sft, name: b, steps: 3, until: 0}]"))
+        " {kind: sft, name: b, steps: 3, until: 0}, {kind: sft, name: c, until: 0.9}]"))
     assert main(["train", str(path), "train.log_every=100"]) == 0
     out = tmp_path / "out"
-    assert len(seen) == 3  # probes after steps 2, 4, 6; the third reached 0.9
-    a = json.loads((out / "a" / "eval.json").read_text())["zoomqa"]
-    b = json.loads((out / "b" / "eval.json").read_text())["zoomqa"]
-    assert a["steps"] == 6 and b["steps"] == 3  # until 0: every step, no probe
+    # a: probes before step 1 and after steps 2, 4, 6 (0.95); b: none; c: one, already there
+    assert seen == ["a"] * 4 + ["c"]
+    steps = {n: json.loads((out / n / "eval.json").read_text())["zoomqa"]["steps"]
+             for n in "abc"}
+    assert steps == {"a": 6, "b": 3, "c": 0}
     logged = [json.loads(x) for x in (out / "a" / "metrics.jsonl").read_text().splitlines()]
     assert [(m["step"], m["probe_accuracy"]) for m in logged] == [(6, 0.95)]
     assert "probe accuracy 0.950 >= 0.9 at step 6 of 20" in capsys.readouterr().out
+    wb, wc = weights(out / "b"), weights(out / "c")
+    assert all(bool((wb[k] == wc[k]).all()) for k in wb)  # c ran no step: b's weights
     probes = list((tmp_path / "data" / "zoomqa").glob("seed2000003-n3-*"))
     assert len(probes) == 1  # the probe's own samples (PROBE_SEED + train.seed 0)
-    assert main(["train", str(path)]) == 0 and len(seen) == 3  # finished: skipped, no probe
+    assert main(["train", str(path)]) == 0 and len(seen) == 5  # finished: skipped, no probe
+    bad = cfg_file(tmp_path, tiny, stages="[{kind: warmup, domain: zoomgrid, until: 0.5}]")
+    assert main(["train", str(bad)]) == 2
+    assert "cannot end it" in capsys.readouterr().err

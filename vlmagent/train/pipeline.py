@@ -49,6 +49,9 @@ def resolve_stages(cfg: Config) -> list[Any]:
         if s.kind == "gspo" and s.kl_coef:
             raise ValueError(f"stage {s.name}: gspo has no KL term, so kl_coef={s.kl_coef} would "
                              "be ignored: set kl_coef: 0 for it, or use kind: grpo")
+        if s.until and s.kind == "warmup":
+            raise ValueError(f"stage {s.name}: a warm-up trains perception heads, not answers, "
+                             "so an answer-accuracy probe (until) cannot end it")
         if names.count(s.name) > 1:
             raise ValueError(f"two stages are named {s.name!r}: give each a unique `name`")
     return stages
@@ -93,6 +96,12 @@ def run(cfg: Config, policy: Any = None) -> dict[str, Any]:
         bar = tqdm(total=st.steps, initial=r.step, desc=st.name, unit="step",
                    disable=not acc.is_main_process)
         reached = False
+        if st.until and r.step == 0:  # already there: the stage has nothing to do
+            with acc.main_process_first():
+                metrics = {"probe_accuracy": probe(cfg, policy, st)}
+            reached = metrics["probe_accuracy"] >= st.until
+            if reached:
+                r.log(metrics)
         while r.step < st.steps and not reached:
             metrics = step_fn(r, cfg, data)
             r.step += 1

@@ -132,7 +132,8 @@ def run_seeds(config: str, seeds: list[int], out: str | Path, overrides: list[st
             if proc.returncode != 0:
                 raise RuntimeError(f"seed {s} failed (exit {proc.returncode}); see "
                                    f"{out}/seed-{s}.log")
-            times[str(s)] = round(time.time() - t0, 1)
+            # a seed resumed over several runs: its time is the sum of the runs
+            times[str(s)] = round(times.get(str(s), 0.0) + time.time() - t0, 1)
             times_file.write_text(json.dumps(times))
             print(f"[seeds] seed {s}: done in {times[str(s)] / 60:.1f} min", flush=True)
     runs = {s: _stage_results(out / f"seed-{s}", stages) for s in seeds}

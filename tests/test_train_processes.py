@@ -23,9 +23,9 @@ def test_sigkill_then_resume_equals_uninterrupted(tmp_path, tiny):
     ref_dir, run_dir = tmp_path / "ref", tmp_path / "run"
     for d in (ref_dir, run_dir):
         d.mkdir()
-    ref = cfg_file(ref_dir, tiny, steps=8, every=2)
+    ref = cfg_file(ref_dir, tiny, steps=6, every=2)
     pipeline.run(config.load(ref))  # uninterrupted, in process
-    path = cfg_file(run_dir, tiny, steps=8, every=2)
+    path = cfg_file(run_dir, tiny, steps=6, every=2)
     shutil.copytree(ref_dir / "data", run_dir / "data")  # same samples, no regeneration
     cmd = [sys.executable, "-m", "vlmagent.cli", "train", str(path)]
     env = {**os.environ, "PYTHONPATH": str(REPO)}

@@ -219,23 +219,25 @@ def test_until_stops_a_stage_on_its_probe_and_the_rerun_skips_it(tmp_path, tiny,
 
     monkeypatch.setattr(pipeline, "probe", probe)
     path = cfg_file(tmp_path, tiny, steps=20, every=100, stages=(
-        "[{kind: sft, name: a, until: 0.9, probe_every: 2, probe_n: 3},"
-        " {kind: sft, name: b, steps: 3, until: 0}, {kind: sft, name: c, until: 0.9}]"))
-    assert main(["train", str(path), "train.log_every=100"]) == 0
+        "[{kind: sft, name: a, until: 0.9, probe_every: 1, probe_n: 2},"
+        " {kind: sft, name: b, steps: 1, until: 0}, {kind: sft, name: c, until: 0.9}]"))
+    assert main(["train", str(path), "train.log_every=100",
+                 "train.defaults.batch_size=2", "train.defaults.eval_n=2"]) == 0
     out = tmp_path / "out"
-    # a: probes before step 1 and after steps 2, 4, 6 (0.95); b: none; c: one, already there
+    # a: probes before step 1 and after steps 1, 2, 3 (0.95); b: none; c: one, already there
     assert seen == ["a"] * 4 + ["c"]
     steps = {n: json.loads((out / n / "eval.json").read_text())["zoomqa"]["steps"]
              for n in "abc"}
-    assert steps == {"a": 6, "b": 3, "c": 0}
+    assert steps == {"a": 3, "b": 1, "c": 0}
     logged = [json.loads(x) for x in (out / "a" / "metrics.jsonl").read_text().splitlines()]
-    assert [(m["step"], m["probe_accuracy"]) for m in logged] == [(6, 0.95)]
-    assert "probe accuracy 0.950 >= 0.9 at step 6 of 20" in capsys.readouterr().out
+    assert [(m["step"], m["probe_accuracy"]) for m in logged] == [(3, 0.95)]
+    assert "probe accuracy 0.950 >= 0.9 at step 3 of 20" in capsys.readouterr().out
     wb, wc = weights(out / "b"), weights(out / "c")
     assert all(bool((wb[k] == wc[k]).all()) for k in wb)  # c ran no step: b's weights
-    probes = list((tmp_path / "data" / "zoomqa").glob("seed2000003-n3-*"))
+    probes = list((tmp_path / "data" / "zoomqa").glob("seed2000003-n2-*"))
     assert len(probes) == 1  # the probe's own samples (PROBE_SEED + train.seed 0)
-    assert main(["train", str(path)]) == 0 and len(seen) == 5  # finished: skipped, no probe
+    assert main(["train", str(path), "train.defaults.batch_size=2",
+                 "train.defaults.eval_n=2"]) == 0 and len(seen) == 5  # all finished: no probe
     bad = cfg_file(tmp_path, tiny, stages="[{kind: warmup, domain: zoomgrid, until: 0.5}]")
     assert main(["train", str(bad)]) == 2
     assert "cannot end it" in capsys.readouterr().err

@@ -95,21 +95,16 @@ def run(cfg: Config, policy: Any = None) -> dict[str, Any]:
             acc.print(f"[{st.name}] resumed at step {r.step}")
         bar = tqdm(total=st.steps, initial=r.step, desc=st.name, unit="step",
                    disable=not acc.is_main_process)
-        reached = False
-        if st.until and r.step == 0:  # already there: the stage has nothing to do
-            with acc.main_process_first():
-                metrics = {"probe_accuracy": probe(cfg, policy, st)}
-            reached = metrics["probe_accuracy"] >= st.until
-            if reached:
-                r.log(metrics)
+        metrics: dict[str, float] = {}
+        reached = bool(st.until) and r.step == 0 and _probe_reached(cfg, policy, st, acc, metrics)
+        if reached:  # already there before the first step: the stage has nothing to do
+            r.log(metrics)
         while r.step < st.steps and not reached:
             metrics = step_fn(r, cfg, data)
             r.step += 1
             bar.update(1)
-            if st.until and r.step % st.probe_every == 0:  # every rank probes: same answer
-                with acc.main_process_first():
-                    metrics["probe_accuracy"] = probe(cfg, policy, st)
-                reached = metrics["probe_accuracy"] >= st.until
+            if st.until and r.step % st.probe_every == 0:
+                reached = _probe_reached(cfg, policy, st, acc, metrics)
             if r.step % cfg.train.log_every == 0 or r.step == st.steps or reached:
                 r.log(metrics)
                 bar.set_postfix({k: f"{v:.3g}" for k, v in metrics.items()
@@ -137,6 +132,15 @@ def run(cfg: Config, policy: Any = None) -> dict[str, Any]:
     acc.end_training()
     acc.print(curve(results))
     return results
+
+
+def _probe_reached(cfg: Config, policy: Any, st: Any, acc: Any, metrics: dict[str, float]
+                   ) -> bool:
+    """Probe the stage (into `metrics`): has it reached `until`? Every rank probes the same
+    weights greedily, so every rank gets the same answer and stops at the same step."""
+    with acc.main_process_first():  # rank 0 writes the probe samples, the others read them
+        metrics["probe_accuracy"] = probe(cfg, policy, st)
+    return metrics["probe_accuracy"] >= st.until
 
 
 def curve(results: dict[str, Any]) -> str:

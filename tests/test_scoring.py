@@ -135,7 +135,7 @@ def _children(pid: int) -> list[int]:
 
 # budgets so long that a site hanging in the browser stops the batch until the test ends it
 PARKED = ["browser.nav_timeout_s=600", "browser.page_budget_s=600", "browser.site_budget_s=600",
-          "reward.timeouts_s.execution=600", "score.site_timeout_s=600"]
+          "reward.timeouts_s.execution=600", "score.site_timeout_s=600", *FAST[3:]]
 
 
 @pytest.mark.browser
@@ -143,7 +143,7 @@ PARKED = ["browser.nav_timeout_s=600", "browser.page_budget_s=600", "browser.sit
 def test_sigkill_then_resume_gives_one_line_per_site(tmp_path):
     """No race: the third site (in name order, one worker) never finishes loading under the
     first run's budgets, so the run is parked with exactly two lines written when it is killed."""
-    sites = generate_sites(tmp_path / "sites", 4, seed=11)
+    sites = generate_sites(tmp_path / "sites", 3, seed=11)
     hostile = write_hostile_sites(tmp_path / "h")
     stuck = tmp_path / "sites" / "site001_stuck"  # sorts right after site001
     shutil.copytree(hostile["infinite_loop"], stuck)

@@ -18,10 +18,15 @@
 # 4. node:  the vite-react scaffold's pinned node_modules (`npm ci` of its package-lock.json),
 #           installed once into $VLMAGENT_CACHE/node-vite-react-<hash12 of the lock>/ and made
 #           read-only; every site build links to it (vlmagent/rewards/build.py), offline.
+# 5. cdn:   the CDN mirror's pinned front-end libraries (vlmagent/web/cdn/package-lock.json), the
+#           same way into $VLMAGENT_CACHE/cdn-<hash12 of the lock>/; source maps and non-latin
+#           font subsets are dropped. The sandboxed browser answers CDN URLs from it
+#           (vlmagent/web/cdn.py); nothing is fetched at scoring time.
 #
 # Environment: VLMAGENT_CACHE (cache folder), VLMAGENT_PYTHON (a Python 3.11 interpreter),
 # VLMAGENT_SKIP_APT=1 (skip step 1), VLMAGENT_KEEP_VENVS (cached venvs kept, default 3),
-# VLMAGENT_SKIP_NODE=1 (skip step 4: no vite-react builds).
+# VLMAGENT_SKIP_NODE=1 (skip steps 4 and 5: no vite-react builds, and scoring then needs
+# browser.cdn_mirror=false).
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -33,6 +38,7 @@ DRIVING="$ROOT/requirements/driving.txt"
 APT_PACKAGES=(chromium chromium-driver fonts-dejavu-core fonts-liberation)
 NODE_APT_PACKAGES=(nodejs npm)  # checked by command, not by package: NodeSource's nodejs has npm
 SCAFFOLD_NODE="$ROOT/vlmagent/scaffolds/vite-react"
+CDN_NODE="$ROOT/vlmagent/web/cdn"
 TORCH_PINS=(torch==2.14.1 torchvision==0.29.1)
 EXTRAS=(test driving)
 KEEP_VENVS="${VLMAGENT_KEEP_VENVS:-3}"
@@ -307,6 +313,61 @@ step_node() {
     report node "$t0" "installed: $dir ($(du -sh "$dir" | cut -f1))"
 }
 
+# ---------------------------------------------------------------- 5. CDN mirror (web/cdn.py)
+step_cdn() {
+    local t0 lock="$CDN_NODE/package-lock.json" dir tmp log
+    t0=$(us)
+    if [[ "${VLMAGENT_SKIP_NODE:-0}" == 1 ]]; then
+        report cdn "$t0" "skipped (VLMAGENT_SKIP_NODE=1): score with browser.cdn_mirror=false"
+        return
+    fi
+    command -v node >/dev/null && command -v npm >/dev/null \
+        || die "node and npm are needed for the CDN mirror (or set VLMAGENT_SKIP_NODE=1)"
+    dir="$CACHE/cdn-$(sha256sum "$lock" | cut -c1-12)"
+    if [[ -f "$dir/.vlmagent-complete" && -d "$dir/node_modules" ]]; then
+        report cdn "$t0" "cached: $dir"; return
+    fi
+    mkdir -p "$CACHE/logs"
+    log="$CACHE/logs/$(basename "$dir").log"
+    (
+        flock 7
+        [[ -f "$dir/.vlmagent-complete" ]] && exit 0  # another setup finished it meanwhile
+        chmod -R u+w "$dir" "$dir".tmp.* 2>/dev/null || true
+        rm -rf "$dir" "$dir".tmp.*
+        tmp="$dir.tmp.$$"
+        mkdir -p "$tmp"
+        cp "$CDN_NODE/package.json" "$lock" "$tmp/"
+        echo "[setup] cdn      npm ci for the CDN mirror (log: $log)"
+        # --ignore-scripts: no package runs code at install. --omit=optional: only the listed
+        # packages' own files are ever served, so optional extras of their dependencies are
+        # dead weight.
+        ( cd "$tmp" && npm ci --no-audit --no-fund --ignore-scripts --omit=optional \
+            --cache "$tmp/.npm" ) >"$log" 2>&1 \
+            || { show_log "$log"; rm -rf "$tmp"; die "npm ci failed (log: $log)"; }
+        rm -rf "$tmp/.npm"
+        # Never requested by a page: source maps (read by DevTools only) and the non-latin or
+        # woff fontsource files (the generated Google Fonts CSS names latin woff2 only). About
+        # 80 MB of the install.
+        find "$tmp/node_modules" -type f -name '*.map' -delete
+        find "$tmp/node_modules/@fontsource" -path '*/files/*' -type f \
+            ! -name '*-latin-*.woff2' -delete
+        # Every listed package is there at its pinned version (aliases included).
+        ( cd "$tmp" && node -e '
+const deps = require("./package.json").dependencies;
+for (const [name, spec] of Object.entries(deps)) {
+  const want = spec.replace(/^npm:.*@/, "");
+  const got = require(`./node_modules/${name}/package.json`).version;
+  if (got !== want) throw new Error(`${name}: installed ${got}, pinned ${want}`);
+}' ) >>"$log" 2>&1 \
+            || { show_log "$log"; rm -rf "$tmp"; die "the CDN mirror is incomplete (log: $log)"; }
+        printf 'lock=%s\nbuilt=%s\nnode=%s\n' "$lock" "$(date -u +%FT%TZ)" "$(node --version)" \
+            >"$tmp/.vlmagent-complete"
+        chmod -R a-w "$tmp/node_modules"  # shared by every browser: nothing may change it
+        mv -T "$tmp" "$dir"
+    ) 7>"$dir.lock"
+    report cdn "$t0" "installed: $dir ($(du -sh "$dir" | cut -f1))"
+}
+
 # ---------------------------------------------------------------- main
 T_ALL=$(us)
 step_apt
@@ -316,4 +377,5 @@ VENV="$CACHE/venv-$HASH"
 step_venv
 step_link
 step_node
+step_cdn
 report done "$T_ALL" "use .venv/bin/python (make test, make demo)"

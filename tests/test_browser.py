@@ -22,7 +22,8 @@ from browsing import (  # noqa: F401  (fixtures are used by name)
 )
 from PIL import Image
 
-from vlmagent.config import BrowserConfig
+from vlmagent.config import BrowserConfig, ExecutionConfig
+from vlmagent.rewards.execution import grade_visit
 from vlmagent.web.browser import Browser, BrowserError, find_chromium
 from vlmagent.web.crawl import is_blank
 from vlmagent.web.sitegen import FAULTS, generate_sites, write_site
@@ -161,6 +162,40 @@ f.onsubmit = e => {{ e.preventDefault(); if ({checks}) res.textContent = 'valid'
     noop = browser.visit_site(root).pages[1]
     assert [(i.changed, i.error) for i in noop.interactions] == [
         (False, None), (False, "form still invalid after filling")]
+
+
+def test_navigations_after_load_are_interaction_outcomes(browser: Browser, sites: Path) -> None:
+    """A static site's POST form gets a 405 and a GET search form a 404 from a server with no
+    backend: outcomes of those interactions, never the status of the page that holds them."""
+    root = write_site(sites / "statuses", {
+        "index.html": "<!doctype html><title>Contact</title><h1>Contact us</h1>"
+                      "<form method='post' action='/contact'><input name='name' required>"
+                      "<button>Send</button></form>"
+                      "<form action='/search'><input type='search' name='q'>"
+                      "<button>Search</button></form>"
+                      "<button onclick=\"location.href='gone.html'\">Go</button>",
+        "away.html": "<!doctype html><title>Away</title><p>moved</p>"
+                     "<script>setTimeout(() => location.href = 'nowhere.html', 30)</script>",
+        "ext.html": "<!doctype html><title>Newsletter</title><form method='post' "
+                    "action='https://forms.example.org/f/x'><input type='email' name='e'>"
+                    "<button>Join</button></form>",
+    })
+    write_site(root, {"index.html": (root / "index.html").read_text()
+                      + "<a href='away.html'>away</a><a href='ext.html'>join</a>"})
+    visit = browser.visit_site(root)
+    index, away, ext = visit.pages
+    assert (index.status, away.status, ext.status) == (200, 200, 200)
+    # posted to an external service: not followed, recorded as leaving the site, not as the
+    # site reaching out of the sandbox
+    assert visit.left_site == ["POST https://forms.example.org/f/x"]
+    assert visit.blocked_requests == [] and ext.interactions[0].changed
+    assert [(i.kind, i.changed, i.navigated_to, i.status) for i in index.interactions] == [
+        ("click", True, "/gone.html", 404), ("form", True, "/contact", 405),
+        ("form", True, "/search", 404)]
+    grade = grade_visit(visit, ExecutionConfig())[2]
+    assert grade["checks"]["loads"] == 1.0 and grade["gate"]["index_loads"]
+    assert grade["checks"]["sandbox_clean"] == 1.0
+    assert not any("did not load" in p for p in grade["problems"])
 
 
 def test_errors_links_blank_and_overflow(browser: Browser, sites: Path) -> None:

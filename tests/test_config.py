@@ -143,14 +143,14 @@ def test_overrides_scalars_and_nested(tmp_path: Path) -> None:
         "browser.viewport_width=640",
         "browser.nav_timeout_s=2",
         "browser.executable=/opt/chromium/chrome",
-        "reward.structure.min_ref_fraction=0.25",
+        "reward.structure.max_files=25",
         "reward.execution.screenshots=false",
         "score.workers=1",
     ])
     assert cfg.browser.viewport_width == 640  # the override wins over the file
     assert cfg.browser.nav_timeout_s == 2.0
     assert cfg.browser.executable == "/opt/chromium/chrome"
-    assert cfg.reward.structure.min_ref_fraction == 0.25
+    assert cfg.reward.structure.max_files == 25
     assert cfg.reward.execution.screenshots is False
     assert cfg.score.workers == 1
 

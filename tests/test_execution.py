@@ -29,13 +29,15 @@ def test_hand_computed_mix():
     score, passed, d = grade_visit(v, ExecutionConfig())
     c = d["checks"]
     assert c == {"loads": 1.0, "renders": 1.0, "no_exceptions": 1.0, "console_clean": 0.5,
-                 "requests_ok": 0.5, "sandbox_clean": 0.0, "links_ok": 0.5, "interactive": 0.5,
+                 "requests_ok": 0.875, "sandbox_clean": 0.0, "links_ok": 0.5, "interactive": 0.5,
                  "mobile": 0.5, "no_loops": 1.0, "no_spam": 1.0}
-    assert score == pytest.approx(7.5 / 11)
-    assert passed  # 0.68 >= 0.5 and the index is fine
+    # requests_ok: (1 + (1 - 1/4)) / 2; loads and renders count double
+    assert score == pytest.approx((7.875 + 2) / 13)
+    assert passed  # 0.76 >= 0.5 and the index is fine
+    assert d["missing_files"] == ["/x.png"]
     assert "/a.html: overflows 120px horizontally on mobile" in d["problems"]
     assert "/index.html: click on button#y changed nothing" in d["problems"]
-    assert not grade_visit(v, ExecutionConfig(pass_threshold=0.7))[1]
+    assert not grade_visit(v, ExecutionConfig(pass_threshold=0.8))[1]
 
 
 @pytest.mark.parametrize("index,gate", [
@@ -63,3 +65,11 @@ def test_spam_and_empty_visit():
         " ".join(d["problems"]))
     score, passed, d = grade_visit(SiteVisit(error="browser died"), ExecutionConfig())
     assert score == 0.0 and not passed and d["error"] == "browser died"
+
+
+def test_an_unfinished_index_fails_the_gate_and_is_said_why():
+    v = SiteVisit(pages=[page()])
+    score, passed, d = grade_visit(v, ExecutionConfig(), ["cut off: the file ends inside a tag"])
+    assert not passed and d["gate"]["index_finished"] is False and score == 1.0
+    assert d["problems"][0] == "/index.html: cut off: the file ends inside a tag"
+    assert grade_visit(v, ExecutionConfig())[1]

@@ -4,6 +4,7 @@ differ in exactly one flaw, is ordered strictly. Scored in parallel by vlmagent.
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -75,3 +76,46 @@ def test_rewards_rise_with_quality_and_pairs_are_ordered(tmp_path):
     for p in LABELS["pairs"]:
         better, worse = by[p["better"]]["reward"], by[p["worse"]]["reward"]
         assert better > worse, (p, better, worse)
+
+
+def _variants(root: Path) -> dict[str, Path]:
+    """One page, five ways: complete, one or two images missing, blank, throwing on load."""
+    index = (SITES / "bakery" / "index.html").read_text()
+    hero = 'class="hero-art" src="img/croissant.svg"'
+    assert hero in index and "</body>" in index
+    index = index.replace(hero, 'class="hero-art" src="img/hero.svg"')
+    pages = {"complete": index, "one_missing": index,
+             "two_missing": index.replace('<img src="img/croissant.svg"',
+                                          '<img src="img/logo.svg"'),
+             "blank": index.replace("</body>", "<style>html{display:none}</style></body>"),
+             "throws": index.replace("</body>", "<script>throw new Error('init')</script></body>")}
+    out = {}
+    for name, html in pages.items():
+        shutil.copytree(SITES / "bakery", root / name)
+        (root / name / "index.html").write_text(html)
+        if name not in ("one_missing", "two_missing"):
+            shutil.copy(root / name / "img" / "croissant.svg", root / name / "img" / "hero.svg")
+        out[name] = root / name
+    return out
+
+
+@pytest.mark.browser
+def test_the_ordering_principle_on_minimal_pairs(tmp_path):
+    """Bands first (how far the site got: unscorable < fails in the browser < works), defects
+    within a band: content with a broken image beats the same page blank or throwing on load,
+    and loses to the same page complete; two broken images lose to one."""
+    _variants(tmp_path / "v")
+    summary = scoring.score([tmp_path / "v"], tmp_path / "r.jsonl", Config(), workers=2,
+                            progress=False)
+    r = {d["site"]: d for d in summary.lines}
+    reward = {n: d["reward"] for n, d in r.items()}
+    n = len(Config().reward.stages)
+    assert all(s["passed"] for s in r["one_missing"]["stages"]) and len(
+        r["one_missing"]["stages"]) == n, r["one_missing"]  # missing files never gate
+    ex = next(s for s in r["two_missing"]["stages"] if s["name"] == "execution")["details"]
+    assert ex["missing_files"] == ["/img/hero.svg", "/img/logo.svg"]
+    assert reward["complete"] > reward["one_missing"] > reward["two_missing"], reward
+    assert reward["two_missing"] > max(reward["blank"], reward["throws"]), reward
+    for name, gate in (("blank", "index_renders"), ("throws", "index_no_exceptions")):
+        ex = next(s for s in r[name]["stages"] if s["name"] == "execution")
+        assert not ex["passed"] and not ex["details"]["gate"][gate], name

@@ -63,9 +63,15 @@ def test_missing_refs_lower_score_and_are_listed_by_file(tmp_path):
     assert ("index.html", "missing: img/b.png") in problems
     assert ("sub/index.html", "missing: ../about.html") in problems
     assert r.details["refs"]["resolved"] == 7 and r.details["refs"]["internal"] == 10
-    assert r.passed  # 7/10 >= 0.5
-    assert r.score == pytest.approx((6 + 7 / 10) / 7)  # 6 hard checks + the resolved fraction
-    assert not run(site(tmp_path, files, "t"), min_ref_fraction=0.9).passed
+    # 6 hard checks, the resolved fraction, and the share of pages that are whole
+    assert r.score == pytest.approx((6 + 7 / 10 + 1) / 8)
+    # missing files are graded (here, and as failed requests by execution), never gated: a page
+    # whose every reference is missing is still a page to score
+    assert r.passed and r.details["missing"] == {"index.html": ["about.html#team", "img/b.png"],
+                                                 "sub/index.html": ["../about.html"]}
+    only_missing = {"index.html": "<h1>Hi</h1><img src='a.png'><img src='b.png'>"}
+    r = run(site(tmp_path, only_missing, "t"))
+    assert r.passed and r.details["refs"]["fraction"] == 0.0
 
 
 @pytest.mark.parametrize("files,problem", [
@@ -129,3 +135,32 @@ def test_decode_text():
 def test_large_file_is_not_parsed(tmp_path):
     r = run(site(tmp_path, {"index.html": "<p>hi</p>" + "x" * 5000}), max_file_bytes=1000)
     assert not r.passed and "larger than" in r.details["failures"][0]["problem"]
+
+
+@pytest.mark.parametrize("html,cut", [
+    ("<html><body><div class='card'><p>Our mis", True),  # ends mid-text, containers open
+    ("<html><body><main><h1>Hi</h1><div class=\"ca", True),  # ends inside a tag
+    ("<html><body><h1>Hi</h1><!-- a comm", True),
+    ("<h1>Hi</h1><div><p>fragment without an html element", False),  # a fragment: no evidence
+    ("<html><body><div><h1>Hi</h1></body></html>", False),  # an unclosed div, but finished
+    ("<html><body><div><h1>Hi</h1>\n", False),  # sloppy, but it ends with a tag
+    ("<!doctype html><html><body><ul><li>a<li>b</ul><p>end", False),  # optional end tags only
+])
+def test_a_cut_off_index_is_unfinished(tmp_path, html, cut):
+    """Listed for the execution gate (the page still shows something), never a structure gate."""
+    r = run(site(tmp_path, {"index.html": html}))
+    assert bool(r.details["unfinished"]) is cut and r.passed, r.details
+    assert r.details["whole_pages"] == (0.0 if cut else 1.0)
+
+
+def test_a_generation_loop_is_unfinished_and_other_pages_cost_score(tmp_path):
+    para = "<p>We believe that yoga is for everyone, whatever their age or flexibility.</p>"
+    looping = {"index.html": "<html><body><h1>Yoga</h1>" + para * 12 + "</body></html>"}
+    r = run(site(tmp_path, looping, "loop"))
+    assert r.passed and r.details["unfinished"] == [
+        "one passage repeated 12 times (a generation loop)"]
+    fine = {"index.html": "<html><body><h1>Yoga</h1>" + para * 3 + "<a href='a.html'>a</a>"
+            "</body></html>", "a.html": "<html><body><div><p>About us: we st"}
+    r = run(site(tmp_path, fine, "about_cut"))
+    assert r.passed and r.details["whole_pages"] == 0.5  # the cut-off page costs score only
+    assert r.details["unfinished"] == [] and r.score == pytest.approx((6 + 1 + 0.5) / 8)

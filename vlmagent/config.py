@@ -40,13 +40,14 @@ class BrowserConfig:
     max_forms_per_page: int = 2
     max_navigations_per_page: int = 10  # reload loops are cut off after this many
     max_screenshot_height: int = 3000
+    cdn_mirror: bool = True  # answer known CDN URLs from the offline mirror (web/cdn.py)
+    cdn_mirror_dir: str = ""  # its node_modules; empty: $VLMAGENT_CDN_MIRROR, then the set-up cache
 
 
 @dataclass
 class StructureConfig:
     max_files: int = 2000  # files scanned for references; the rest are counted, not parsed
     max_file_bytes: int = 2_000_000  # larger HTML/CSS files are not parsed for references
-    min_ref_fraction: float = 0.5  # share of internal references that must resolve to pass
 
 
 @dataclass
@@ -100,9 +101,8 @@ class RewardConfig:
     # WebGen-R1's cascade (docs/rewards.md, section 2): structure -> execution -> aesthetics.
     stages: list[str] = field(default_factory=lambda: ["structure", "execution", "aesthetics"])
     # Blend of stage scores inside a gate band; see rewards/cascade.py for the composition.
-    weights: dict[str, float] = field(
-        default_factory=lambda: {"structure": 1.0, "build": 1.0, "execution": 2.0,
-                                 "aesthetics": 2.0})
+    weights: dict[str, float] = field(default_factory=lambda: {"structure": 1.0, "build": 1.0,
+                                                               "execution": 2.0, "aesthetics": 2.0})
     # `build` only runs for scaffold projects (vite-react); webgen.build_timeout_s applies too.
     timeouts_s: dict[str, float] = field(
         default_factory=lambda: {"structure": 20.0, "build": 90.0, "execution": 60.0,
@@ -348,10 +348,9 @@ def _default_stage() -> StageConfig:
                        schedule="constant", batch_size=8, group_size=8, epochs_per_batch=1,
                        max_new_tokens=96, temperature=1.0, beta=0.1, kl_coef=0.0,
                        eps_low=0.2, eps_high=0.2, token_level=False, drop_equal_groups=True,
-                       mode_groups=False, tool_bonus=0.0, adaptive_mode=False,
-                       format_weight=0.0, tool_quality_weight=0.0,
-                       checkpoint_every=25, n_train=512,
-                       eval_n=64, until=0.0, probe_every=10, probe_n=64)
+                       mode_groups=False, tool_bonus=0.0, adaptive_mode=False, format_weight=0.0,
+                       tool_quality_weight=0.0, checkpoint_every=25, n_train=512, eval_n=64,
+                       until=0.0, probe_every=10, probe_n=64)
 
 
 @dataclass

@@ -111,6 +111,7 @@ class Interaction:
     changed: bool  # DOM mutated, URL changed, or a navigation happened
     navigated_to: str | None = None
     error: str | None = None
+    status: int | None = None  # HTTP status where it navigated (405: a POST to a static site)
 
 
 @dataclass
@@ -153,6 +154,10 @@ class SiteVisit:
 
     pages: list[PageVisit] = field(default_factory=list)
     blocked_requests: list[str] = field(default_factory=list)  # "GET https://cdn.example/x.js"
+    # answered from the offline CDN mirror (web/cdn.py): "GET https://unpkg.com/... -> react@18.3.1"
+    mirrored_requests: list[str] = field(default_factory=list)
+    # main-frame navigations to other sites (a form posted to an external service), not followed
+    left_site: list[str] = field(default_factory=list)
     broken_links: list[str] = field(default_factory=list)  # "/index.html -> /nope.html"
     dialogs: int = 0
     popups: int = 0

@@ -20,7 +20,7 @@ import os
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -38,6 +38,7 @@ class SiteContext:
     artifacts: Path | None = None  # where stages may write files (screenshots)
     link_base: Path | None = None  # file paths in details are written relative to this folder
     visit: SiteVisit | None = None
+    unfinished: list[str] = field(default_factory=list)  # structure: the index is cut off, ...
 
     @classmethod
     def from_dir(cls, root: str | Path, **kw: Any) -> SiteContext:

@@ -4,20 +4,24 @@ The browser (browser.py) observes; this module only judges. Checks, each in [0, 
   loads        pages whose main document came back with HTTP < 400
   renders      pages whose desktop screenshot is not blank
   no_exceptions, console_clean   pages without uncaught exceptions / console errors
-  requests_ok  pages without failed requests or HTTP >= 400 sub-resources
-  sandbox_clean  1 when the site never tried to reach outside its folder, else 0
+  requests_ok  per page 1 - (failed requests + HTTP >= 400 sub-resources) / FAILED_TO_ZERO, at
+               least 0: one missing image costs a quarter of it, four or more all of it
+  sandbox_clean  1 when the site never tried to reach outside its folder (CDN files the offline
+               mirror answers do not count), else 0
   links_ok     internal links that resolve
   interactive  clicks and form submissions that visibly did something (absent if none exist)
   mobile       pages without horizontal overflow at the mobile width and with a viewport meta tag
   no_loops     pages that do not keep navigating by themselves (reload / redirect loops)
   no_spam      1 unless the site opened more dialogs and popups than one per interaction + 1
-score = mean of the checks that apply. The stage passes when the index page loads, renders,
-raises no uncaught exception (configurable), is not a navigation loop, does not spam dialogs or
-popups (more than SPAM_ALLOWANCE beyond one per interaction), and score >= pass_threshold.
+score = weighted mean of the checks that apply (loads and renders count double). The stage
+passes when the index page loads, renders, raises no uncaught exception (configurable), is a
+finished file (not cut off or a generation loop, as structure found), is not a navigation loop,
+does not spam dialogs or popups (more than SPAM_ALLOWANCE beyond one per interaction), and
+score >= pass_threshold.
 """
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict
 from typing import Any
 
@@ -28,6 +32,10 @@ from vlmagent.types import PageVisit, SiteVisit, StageScore
 MAX_LISTED = 20
 LOOP_NAVIGATIONS = 3  # page-initiated navigations on one page that mean a loop (1 redirect is fine)
 SPAM_ALLOWANCE = 10  # dialogs + popups beyond one per interaction that make a site unusable
+FAILED_TO_ZERO = 4  # failed sub-requests on one page that take its requests_ok to 0
+# What a person sees first counts double: among sites that fail the gate, one that shows its
+# content (and throws, or asks a CDN the mirror lacks) ranks above one that shows nothing.
+CHECK_WEIGHTS = {"loads": 2.0, "renders": 2.0}
 
 
 def _loops(p: PageVisit) -> bool:
@@ -38,8 +46,10 @@ def _frac(pages: list[PageVisit], ok: Callable[[PageVisit], bool]) -> float:
     return sum(1 for p in pages if ok(p)) / len(pages) if pages else 0.0
 
 
-def grade_visit(visit: SiteVisit, cfg: ExecutionConfig) -> tuple[float, bool, dict[str, Any]]:
-    """Score, pass flag and human-readable details for one SiteVisit. Pure."""
+def grade_visit(visit: SiteVisit, cfg: ExecutionConfig, unfinished: Sequence[str] = ()
+                ) -> tuple[float, bool, dict[str, Any]]:
+    """Score, pass flag and human-readable details for one SiteVisit. Pure. `unfinished`: why
+    the index file is not a finished page (structure: cut off, a generation loop)."""
     pages = visit.pages
     checks: dict[str, float] = {
         "loads": _frac(pages, lambda p: p.status is not None and p.status < 400
@@ -47,7 +57,8 @@ def grade_visit(visit: SiteVisit, cfg: ExecutionConfig) -> tuple[float, bool, di
         "renders": _frac(pages, lambda p: p.blank is False),
         "no_exceptions": _frac(pages, lambda p: not p.page_errors and not p.crashed),
         "console_clean": _frac(pages, lambda p: not p.console_errors),
-        "requests_ok": _frac(pages, lambda p: not p.failed_requests and not p.http_errors),
+        "requests_ok": sum(max(0.0, 1.0 - (len(p.failed_requests) + len(p.http_errors))
+                               / FAILED_TO_ZERO) for p in pages) / len(pages) if pages else 0.0,
         "sandbox_clean": 0.0 if visit.blocked_requests else 1.0,
     }
     n_links = sum(len(p.internal_links) for p in pages)
@@ -61,7 +72,8 @@ def grade_visit(visit: SiteVisit, cfg: ExecutionConfig) -> tuple[float, bool, di
     checks["no_loops"] = _frac(pages, lambda p: not _loops(p))
     effects = visit.dialogs + visit.popups
     checks["no_spam"] = 1.0 if effects <= len(acts) + 1 else 0.0
-    score = sum(checks.values()) / len(checks) if pages else 0.0
+    w = {k: CHECK_WEIGHTS.get(k, 1.0) for k in checks}
+    score = sum(w[k] * v for k, v in checks.items()) / sum(w.values()) if pages else 0.0
 
     index = pages[0] if pages else None
     gate = {
@@ -71,11 +83,12 @@ def grade_visit(visit: SiteVisit, cfg: ExecutionConfig) -> tuple[float, bool, di
         "index_no_exceptions": bool(index and not index.crashed
                                     and (not index.page_errors or not cfg.fail_on_page_errors)),
         "index_not_looping": bool(index and not _loops(index)),
+        "index_finished": not unfinished,
         "no_dialog_or_popup_spam": effects <= len(acts) + SPAM_ALLOWANCE,
         "score_above_threshold": score >= cfg.pass_threshold,
     }
     passed = all(gate.values()) and visit.error is None
-    problems = _problems(visit)
+    problems = [f"/index.html: {u}" for u in unfinished] + _problems(visit)
     details: dict[str, Any] = {
         "checks": {k: round(v, 4) for k, v in checks.items()},
         "gate": gate,
@@ -83,7 +96,10 @@ def grade_visit(visit: SiteVisit, cfg: ExecutionConfig) -> tuple[float, bool, di
         "problems": problems[:MAX_LISTED * 3],
         "n_problems": len(problems),
         "blocked_requests": visit.blocked_requests[:MAX_LISTED],
+        "mirrored_requests": visit.mirrored_requests[:MAX_LISTED],
+        "left_site": visit.left_site[:MAX_LISTED],
         "broken_links": visit.broken_links[:MAX_LISTED],
+        "missing_files": _missing(pages)[:MAX_LISTED],
         "interactions": {"total": len(acts), "changed": sum(a.changed for a in acts)},
         "dialogs": visit.dialogs,
         "popups": visit.popups,
@@ -92,6 +108,12 @@ def grade_visit(visit: SiteVisit, cfg: ExecutionConfig) -> tuple[float, bool, di
     if visit.error:
         details["error"] = visit.error
     return score, passed, details
+
+
+def _missing(pages: list[PageVisit]) -> list[str]:
+    """The site's own files the browser asked for and did not get ("/img/team.jpg"), sorted."""
+    return sorted({e.split(" ", 1)[1] for p in pages for e in p.http_errors
+                   if e.startswith("404 ")})
 
 
 def _page_summary(p: PageVisit) -> dict[str, Any]:
@@ -158,5 +180,5 @@ class ExecutionStage:
             p.screenshot_desktop = site.link(p.screenshot_desktop)
             p.screenshot_mobile = site.link(p.screenshot_mobile)
         site.visit = visit
-        score, passed, details = grade_visit(visit, self.cfg)
+        score, passed, details = grade_visit(visit, self.cfg, site.unfinished)
         return StageScore(self.name, score, passed, details)

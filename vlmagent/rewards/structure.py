@@ -1,10 +1,15 @@
 """Stage 1, structure: is this a site at all, and does everything it references stay inside it?
 
 No browser: pure file checks, so broken output costs milliseconds, not a page load.
-Hard checks (any failure fails the stage): index.html is a regular file inside the root, it
-decodes as text, parses as HTML with visible body content (or a script that renders it), no
-symlink escapes the root, no reference escapes the root. Internal references that are merely
-missing lower the score and fail the stage only below `min_ref_fraction` resolved.
+Structure gates only what makes a site unscorable. Hard checks (any failure fails the stage):
+index.html is a regular file inside the root, it decodes as text, parses as HTML with visible
+body content (or a script that renders it), no symlink escapes the root, no reference escapes
+the root. An index that is cut off or a generation loop (one passage repeated over most of the
+page) is listed in `unfinished`: it runs and shows something, so execution gates on it, which
+ranks it above a blank page and below every working one. Internal references that are merely
+missing (a broken image, an absent stylesheet) are listed per file and lower the score, never the
+gate: a page that shows its content with a broken image is a page, and execution penalises the
+failed request where the browser meets it.
 """
 from __future__ import annotations
 
@@ -30,6 +35,14 @@ _KNOWN_TAGS = {"html", "head", "body", "div", "p", "span", "a", "h1", "h2", "h3"
                "h6", "main", "section", "header", "footer", "nav", "ul", "ol", "li", "table",
                "img", "script", "style", "link", "meta", "title", "form", "button", "canvas",
                "svg", "article", "aside", "br", "em", "strong", "pre", "code", "label", "input"}
+# Elements whose end tag may be left out (or that have none): an open one at the end of a file
+# says nothing; an open div or section after an explicit <html> means the file was cut off.
+_OPTIONAL_END = {"html", "head", "body", "p", "li", "dt", "dd", "option", "optgroup", "tr", "td",
+                 "th", "thead", "tbody", "tfoot", "colgroup", "caption", "rt", "rp", "area",
+                 "base", "br", "col", "embed", "hr", "img", "input", "link", "meta", "source",
+                 "track", "wbr", "param", "keygen"}
+REPEAT_MIN_CHARS = 40  # a text chunk this long, repeated REPEAT_MIN_TIMES times and making up
+REPEAT_MIN_TIMES = 10  # more than half the page's text, is a generation loop, not content
 _CSS_URL = re.compile(r"""url\(\s*(['"]?)([^'")]+)\1\s*\)|@import\s+(['"])([^'"]+)\3""", re.I)
 _CHARSET = re.compile(rb"""charset\s*=\s*["']?([A-Za-z0-9_.:-]+)""", re.I)
 MAX_LISTED = 50  # failures listed in details; the count is always exact
@@ -49,12 +62,19 @@ class _Page(HTMLParser):
         self.scripts = 0
         self._skip = 0
         self._in_style = False
+        self.open: list[str] = []  # containers not closed yet
+        self.explicit_root = False  # the file opened <html> or <body> itself
+        self.closed_root = False
+        self.chunks: dict[str, int] = {}  # long text chunks -> how often they occur
 
     def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
         self.tags += 1
         self.known += tag in _KNOWN_TAGS
         self.media += tag in _MEDIA
         self.scripts += tag == "script"
+        self.explicit_root |= tag in ("html", "body")
+        if tag not in _OPTIONAL_END:
+            self.open.append(tag)
         if tag in _SKIP_TEXT:
             self._skip += 1
         self._in_style = tag == "style"
@@ -70,10 +90,15 @@ class _Page(HTMLParser):
 
     def handle_startendtag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
         self.handle_starttag(tag, attrs)
+        if self.open and self.open[-1] == tag:
+            self.open.pop()
         if tag in _SKIP_TEXT:
             self._skip -= 1
 
     def handle_endtag(self, tag: str) -> None:
+        self.closed_root |= tag in ("html", "body")
+        if tag in self.open:  # close it and whatever was left open inside it
+            del self.open[len(self.open) - 1 - self.open[::-1].index(tag):]
         if tag in _SKIP_TEXT and self._skip > 0:
             self._skip -= 1
         if tag == "style":
@@ -83,7 +108,26 @@ class _Page(HTMLParser):
         if self._in_style:
             self.styles.append(data)
         elif not self._skip:
-            self.text_chars += len(data.strip())
+            text = " ".join(data.split())
+            self.text_chars += len(text)
+            if len(text) >= REPEAT_MIN_CHARS:
+                self.chunks[text] = self.chunks.get(text, 0) + 1
+
+    def cut_off(self, text: str, leftover: str) -> bool:
+        """The file ends inside a tag or comment, or opened <html>/<body> and ends mid-text with
+        containers (div, section, script...) still open and no </body> or </html>: a truncated
+        generation. Sloppy but finished pages end with a tag, so they are not caught."""
+        if leftover.lstrip().startswith("<"):
+            return True
+        return (self.explicit_root and not self.closed_root and bool(self.open)
+                and not text.rstrip().endswith(">"))
+
+    def repeated(self) -> bool:
+        """More than half the visible text is one long chunk repeated many times."""
+        if not self.chunks:
+            return False
+        text, n = max(self.chunks.items(), key=lambda kv: len(kv[0]) * kv[1])
+        return n >= REPEAT_MIN_TIMES and len(text) * n > 0.5 * self.text_chars
 
 
 def decode_text(data: bytes) -> str | None:
@@ -193,6 +237,9 @@ def check_structure(root: Path, cfg: StructureConfig, deadline: float) -> StageS
                                        else "")})
     refs_total = refs_ok = 0
     external: list[str] = []
+    missing: dict[str, list[str]] = {}  # file -> its references that resolve to nothing
+    html_files = degenerate = 0  # HTML files parsed; those cut off or looping
+    unfinished: list[dict] = []  # why the index is not a finished page
     escapes = 0
     index_page: _Page | None = None
     timed_out = False
@@ -225,11 +272,24 @@ def check_structure(root: Path, cfg: StructureConfig, deadline: float) -> StageS
             page = _Page()
             try:
                 page.feed(text)
+                leftover = page.rawdata  # what the parser still waits on at the end of the file
                 page.close()
             except Exception as e:  # HTMLParser is lenient; this is a last resort
                 failures.append({"file": rel, "problem": f"HTML parse error: {e}"})
                 continue
             refs, styles = page.refs, page.styles
+            cut, repeated = page.cut_off(text, leftover), page.repeated()
+            html_files += 1
+            degenerate += cut or repeated
+            if cut:
+                failures.append({"file": rel, "problem": "cut off: the file ends inside a tag or "
+                                 "with its containers still open"})
+            if repeated:
+                failures.append({"file": rel, "problem": "one passage repeated "
+                                 f"{max(page.chunks.values())} times (a generation loop)"})
+            if is_index:  # the execution stage gates on these: the page still runs and shows
+                unfinished = failures[len(failures) - cut - repeated:]  # something, so it
+                # ranks above a blank one, in the band of pages that fail in the browser
         if is_index:
             checks["index_text"] = True
             index_page = page
@@ -244,7 +304,8 @@ def check_structure(root: Path, cfg: StructureConfig, deadline: float) -> StageS
                 external.append(f"{rel}: {ref[:200]}")
                 continue
             refs_total += 1
-            if kind == "file":
+            if kind == "file":  # a host file: escapes the root like ../../etc/passwd
+                escapes += 1
                 failures.append({"file": rel, "problem": f"file:// reference {ref[:200]}"})
                 continue
             path = urlsplit(ref).path
@@ -261,6 +322,7 @@ def check_structure(root: Path, cfg: StructureConfig, deadline: float) -> StageS
                                  "problem": f"reference escapes the root: {ref[:200]}"})
             else:
                 failures.append({"file": rel, "problem": f"missing: {ref[:200]}"})
+                missing.setdefault(rel, []).append(ref[:200])
     checks.setdefault("index_text", False)
     checks["index_html"] = bool(index_page and index_page.known > 0)
     if index_page is not None and not checks["index_html"]:
@@ -272,17 +334,21 @@ def check_structure(root: Path, cfg: StructureConfig, deadline: float) -> StageS
         failures.append({"file": "index.html", "problem": "no visible body content"})
     checks["no_escaping_refs"] = escapes == 0
     ref_fraction = refs_ok / refs_total if refs_total else 1.0
+    whole = 1.0 - degenerate / html_files if html_files else 1.0  # other pages cut off, looping
     hard = list(checks.values())
-    score = (sum(hard) + ref_fraction) / (len(hard) + 1)
-    passed = all(hard) and ref_fraction >= cfg.min_ref_fraction and not timed_out
+    score = (sum(hard) + ref_fraction + whole) / (len(hard) + 2)
+    passed = all(hard) and not timed_out
     details = {
         "checks": checks,
         "files": n_files,
+        "whole_pages": round(whole, 4),
+        "unfinished": [u["problem"] for u in unfinished],
         "refs": {"internal": refs_total, "resolved": refs_ok, "fraction": round(ref_fraction, 4),
                  "external": len(external)},
         "content": "static" if content else ("rendered by script" if by_script else "none"),
         "failures": failures[:MAX_LISTED],
         "n_failures": len(failures),
+        "missing": {f: refs[:MAX_LISTED] for f, refs in list(missing.items())[:MAX_LISTED]},
         "external_refs": external[:20],
     }
     return StageScore("structure", score, passed, details)
@@ -295,4 +361,6 @@ class StructureStage:
         self.cfg = cfg
 
     def __call__(self, site: SiteContext, deadline: float) -> StageScore:
-        return check_structure(site.root, self.cfg, deadline)
+        score = check_structure(site.root, self.cfg, deadline)
+        site.unfinished = list(score.details.get("unfinished", []))
+        return score

@@ -199,6 +199,19 @@ def _row(d: dict[str, Any], stages: list[str], rel: Callable[[str], str], why: l
     return "<tr>" + "".join(cells) + "</tr>"
 
 
+def _network(d: dict[str, Any]) -> str:
+    """Requests to other hosts: answered by the offline CDN mirror, or blocked by the sandbox."""
+    ex = (_stage(d, "execution") or {}).get("details") or {}
+    rows = [("mirrored", r) for r in ex.get("mirrored_requests", [])] + [
+        ("blocked", r) for r in ex.get("blocked_requests", [])]
+    if not rows:
+        return ""
+    items = "".join(f'<li><span class="chip {"pass" if k == "mirrored" else "fail"}">{k}</span> '
+                    f"{_e(r)}</li>" for k, r in rows)
+    return f"<details><summary>other hosts: {sum(k == 'mirrored' for k, _ in rows)} mirrored, " \
+           f"{sum(k == 'blocked' for k, _ in rows)} blocked</summary><ul>{items}</ul></details>"
+
+
 def _card(d: dict[str, Any], stages: list[str], rel: Callable[[str], str], why: list[str]) -> str:
     shots = _shots(d, rel)
     items = "".join(f"<li>{_e(w)}</li>" for w in why[:40])
@@ -211,6 +224,7 @@ def _card(d: dict[str, Any], stages: list[str], rel: Callable[[str], str], why: 
             f'<b>{d["reward"]:.3f}</b>{_chips(d, stages)}'
             f'<span class="muted">{d["seconds"]:.1f} s</span></div>'
             f'{"<div class=shots>" + "".join(shots) + "</div>" if shots else ""}{lost}'
+            f'{_network(d)}'
             f'<details><summary>all details</summary><pre>'
             f'{_e(json.dumps(d.get("stages", []), indent=1)[:60000])}</pre></details></div>')
 

@@ -2,7 +2,8 @@
 
 One Browser per process (Playwright's sync API is single-threaded); one browser process reused
 for every site with a fresh context per site, which is the fast shape on small machines. A site
-is served only from its own folder by a loopback SiteServer; every other request is aborted
+is served only from its own folder by a loopback SiteServer; CDN files of popular libraries are
+answered from an offline mirror (cdn.py, browser.cdn_mirror); every other request is aborted
 and recorded. Nothing a site does makes `visit_site` raise: stuck pages cost their timeouts,
 crashed renderers are recorded, a dead browser is relaunched and the site retried once.
 
@@ -25,6 +26,7 @@ from playwright.sync_api import TimeoutError as PlaywrightTimeout
 
 from vlmagent.config import BrowserConfig
 from vlmagent.types import PageVisit, SiteVisit
+from vlmagent.web.cdn import Mirror, MirrorError, mirror_path
 from vlmagent.web.crawl import BrowserDied, Crawler, Driver, line
 from vlmagent.web.js import load
 from vlmagent.web.run import Run
@@ -69,6 +71,7 @@ class Browser:
         self._browser = None
         self._marker = ""  # a flag on the browser's command line: finds exactly our process
         self._group: int | None = None  # the browser's process group (its pid at launch)
+        self._mirror: Mirror | None = None  # loaded by the first sandbox (browser.cdn_mirror)
         self._dog = Watchdog(self.pid, lambda: self._group)
         self._crawler = Crawler(self.cfg, self._dog, Driver(
             error=PlaywrightError, timeout=PlaywrightTimeout, new_page=self._new_page,
@@ -139,6 +142,12 @@ class Browser:
 
     # ------------------------------------------------------------ sandbox
     def _context(self, run: Run, width: int, height: int) -> BrowserContext:
+        if self.cfg.cdn_mirror and self._mirror is None:  # once per Browser: it is read-only
+            try:
+                self._mirror = Mirror.load(mirror_path(self.cfg))
+            except MirrorError as e:
+                raise BrowserError(str(e)) from None
+        run.mirror = self._mirror if self.cfg.cdn_mirror else None
         browser = self._ensure()
         with self._dog.guard(self.cfg.nav_timeout_s):
             ctx = browser.new_context(

@@ -277,7 +277,6 @@ class Crawler:
                   before: tuple[int, float, int], url: str, navs: int, error: str | None) -> bool:
         """Settle, then record whether the action changed anything; True if the page left."""
         self.settle(page, run, navs)
-        now = page.url
         try:
             after = self.state(page, run)
         except self._d.error:
@@ -286,11 +285,18 @@ class Crawler:
                 raise
             after = (0, -2.0, 0)  # the document was being replaced while we read it
         left = after[1] != before[1]  # a new document token: the page navigated
+        if left:  # on a loaded machine the navigation can commit after settle: where it went
+            try:  # is read once the new document has loaded, not before
+                page.wait_for_load_state("load", timeout=run.ms(self.cfg.nav_timeout_s))
+            except self._d.timeout:
+                pass
+        now = page.url
         changed = (left or run.nav_requests > navs or now.rstrip("#") != url.rstrip("#")
                    or after[2] > before[2]  # it opened a dialog or a (neutralised) popup
                    or after[0] - before[0] > pv.dom.get("mutation_noise", 0))
         dest = site_path(run.origin, now) if left else None
-        pv.interactions.append(Interaction(kind, target, changed, dest, error))
+        status = run.nav_status if left else None
+        pv.interactions.append(Interaction(kind, target, changed, dest, error, status))
         return left
 
     def _clicks(self, page: Any, run: Run, pv: PageVisit, index: int, shots: Path | None):
@@ -302,6 +308,7 @@ class Crawler:
                 pv.timed_out = True
                 return
             before, url, navs, error = self.state(page, run), page.url, run.nav_requests, None
+            run.nav_status = None
             try:
                 with self._dog.guard(self.cfg.action_timeout_s + 1.0):
                     handle = page.evaluate_handle(load("click_target"), i).as_element()
@@ -331,6 +338,7 @@ class Crawler:
             if not filled:
                 return
             before, url, navs = self.state(page, run), page.url, run.nav_requests
+            run.nav_status = None
             valid = self.evaluate(page, load("submit"), j)
             error = None if valid else "form still invalid after filling"
             self._interact(page, run, pv, "form", filled["target"], before, url, navs, error)

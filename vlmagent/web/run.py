@@ -13,6 +13,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from vlmagent.types import PageVisit, SiteVisit
+from vlmagent.web.cdn import Hit, Mirror, Miss
 from vlmagent.web.siteserver import SiteServer
 
 # Chromium refuses file:// loads itself (they never reach the router): record them from these.
@@ -43,10 +44,13 @@ class Run:
     creating_page: bool = False
     home: str = ""  # URL of the current page once loaded: clicks and forms come back to it
     dirty: bool = False  # the current page was clicked since it loaded
+    nav_status: int | None = None  # HTTP status of the latest main-frame navigation
     blocked: set[str] = field(default_factory=set)
     page: Any = None  # the Playwright page driving this site (reused from page to page)
     pv: PageVisit = field(default_factory=lambda: PageVisit(path="/"))  # receives page events
     measure: str | None = None  # a later stage's in-page script, run at each viewport (shots)
+    mirror: Mirror | None = None  # known CDN URLs answered offline (None: all blocked)
+    mirrored: set[str] = field(default_factory=set)
 
     @property
     def origin(self) -> str:
@@ -71,8 +75,9 @@ class Run:
             self.visit.blocked_requests.append(entry[:500])
 
     def on_route(self, route: Any) -> None:
-        """The sandbox: only the site's own origin (and data:/blob:) goes through; every other
-        request is aborted and recorded, and a page's own navigations are cut after max_navs."""
+        """The sandbox: only the site's own origin (and data:/blob:) goes through, and CDN files
+        the mirror has are answered from it; every other request is aborted and recorded, and a
+        page's own navigations are cut after max_navs."""
         req = route.request
         try:
             nav = req.is_navigation_request()
@@ -87,7 +92,27 @@ class Run:
             if site_path(self.origin, req.url) is not None or req.url.startswith(("data:",
                                                                                    "blob:")):
                 return route.continue_()
-            self.block(f"{req.method} {req.url}")
+            if nav and req.frame.parent_frame is None:  # a link, a form or a script leaving the
+                entry = f"{req.method} {req.url}"  # site (a form posted to an external service):
+                self.blocked.add(entry)  # an interaction outcome, not the site reaching out
+                if entry[:500] not in self.visit.left_site and len(self.visit.left_site) < _CAP:
+                    self.visit.left_site.append(entry[:500])
+                return route.abort("aborted")
+            found = None
+            if self.mirror is not None and req.method == "GET" and not nav:  # a navigation
+                found = self.mirror.resolve(req.url)  # to a CDN would leave the site: blocked
+            if isinstance(found, Hit):
+                entry = f"GET {req.url} -> {found.answer}"[:500]
+                if entry not in self.mirrored and len(self.mirrored) < 200:
+                    self.mirrored.add(entry)
+                    self.visit.mirrored_requests.append(entry)
+                return route.fulfill(status=200, path=found.path, body=found.body,
+                                     headers=found.headers)
+            if isinstance(found, Miss):  # a known CDN: say why it was not answered
+                self.block(f"{req.method} {req.url} (not in mirror: {found.reason})")
+                self.blocked.add(f"{req.method} {req.url}")  # so on_failed does not add it again
+            else:
+                self.block(f"{req.method} {req.url}")
             route.abort("aborted" if nav else "blockedbyclient")
         except Exception:  # playwright's Error: the page went away while the request waited
             pass
@@ -114,7 +139,12 @@ class Run:
     def on_response(self, resp: Any) -> None:
         path = site_path(self.origin, resp.url)
         if resp.request.is_navigation_request() and resp.frame.parent_frame is None:
-            self.pv.status = resp.status
+            # The page's status is its own first navigation. Later ones (a form posted to a
+            # static site's 405, a click or a script that goes elsewhere) are outcomes of
+            # interactions, recorded on them (nav_status), never the page's load status.
+            self.nav_status = resp.status
+            if self.pv.status is None:
+                self.pv.status = resp.status
         if path is not None and resp.status >= 400:
             self._add("http_errors", f"{resp.status} {path}")
 

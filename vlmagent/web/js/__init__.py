@@ -11,6 +11,7 @@ returns the expression alone, exactly as Playwright receives it.
     candidates    visible clickables outside forms; click_target picks one of them
     fill, submit  fill a form with plausible values, then submit it
     measure       the aesthetics stage's DOM measures (vlmagent/rewards/aesthetics.py)
+    tailwind_config  a `tailwind` global for v3 play-CDN configs (web/cdn.py, not evaluated)
 """
 from __future__ import annotations
 

@@ -191,6 +191,8 @@ class Browser:
                 pass
 
         page.on("console", run.on_console)
+        page.on("request", run.on_request)
+        page.on("requestfinished", run.on_finished)
         page.on("requestfailed", run.on_failed)
         page.on("response", run.on_response)
         page.on("pageerror", run.on_pageerror)

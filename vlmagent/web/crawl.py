@@ -23,6 +23,7 @@ from vlmagent.web.siteserver import resolve
 from vlmagent.web.watchdog import Watchdog
 
 _DEAD = "the page stopped responding or crashed"
+QUIET_S = 2.0  # longest wait for a page's requests in flight before it is observed
 
 
 class BrowserDied(Exception):
@@ -83,16 +84,18 @@ class Crawler:
             page.set_viewport_size({"width": width, "height": height})
 
     def goto(self, page: Any, run: Run, url: str) -> Any:
-        run.own_nav = True
+        run.own_nav, run.inflight = True, set()
         try:
             return page.goto(url, wait_until="load", timeout=run.ms(self.cfg.nav_timeout_s))
         finally:
             run.own_nav = False
 
     def settle(self, page: Any, run: Run, navs_before: int) -> None:
-        """Wait settle_ms; while the page keeps navigating (loops are cut after
+        """Wait settle_ms and for the page's requests in flight (a fetch() whose answer it then
+        renders); while the page keeps navigating (loops are cut after
         max_navigations_per_page), wait for each new document's load and settle again."""
         page.wait_for_timeout(self.cfg.settle_ms)
+        self._quiet(page, run)
         for _ in range(self.cfg.max_navigations_per_page + 2):
             if run.nav_requests == navs_before or run.over():
                 return
@@ -104,6 +107,16 @@ class Crawler:
             # A page that navigated must then stay quiet a little longer: a reload loop's
             # next navigation can start well after settle_ms.
             page.wait_for_timeout(max(self.cfg.settle_ms, 250))
+
+    def _quiet(self, page: Any, run: Run) -> None:
+        """Until no request of the page is in flight, at most QUIET_S (a page that polls or
+        streams never gets quiet), then settle_ms more for what the answers render."""
+        end = min(time.monotonic() + QUIET_S, run.deadline, run.page_deadline)
+        if not run.inflight:
+            return
+        while run.inflight and time.monotonic() < end:
+            page.wait_for_timeout(25)
+        page.wait_for_timeout(self.cfg.settle_ms)
 
     def state(self, page: Any, run: Run) -> tuple[int, float, int]:
         """(mutations, document token, dialogs+popups so far) of the current document; also

@@ -45,6 +45,8 @@ class Run:
     home: str = ""  # URL of the current page once loaded: clicks and forms come back to it
     dirty: bool = False  # the current page was clicked since it loaded
     nav_status: int | None = None  # HTTP status of the latest main-frame navigation
+    inflight: set = field(default_factory=set)  # requests not finished or failed yet (crawl
+    # waits on them); cleared at each of our navigations, whose old requests may never report
     blocked: set[str] = field(default_factory=set)
     page: Any = None  # the Playwright page driving this site (reused from page to page)
     pv: PageVisit = field(default_factory=lambda: PageVisit(path="/"))  # receives page events
@@ -129,7 +131,15 @@ class Run:
         if msg.type == "error" and not msg.text.startswith("Failed to load resource"):
             self._add("console_errors", msg.text)  # network failures have their own lists
 
+    def on_request(self, req: Any) -> None:
+        if len(self.inflight) < 1000:
+            self.inflight.add(req)
+
+    def on_finished(self, req: Any) -> None:
+        self.inflight.discard(req)
+
     def on_failed(self, req: Any) -> None:
+        self.inflight.discard(req)
         path, why = site_path(self.origin, req.url), req.failure or "failed"
         if path is None and not req.url.startswith(("data:", "blob:")):
             self.block(f"{req.method} {req.url}")  # refused by Chromium or by our router

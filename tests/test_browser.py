@@ -198,6 +198,43 @@ def test_navigations_after_load_are_interaction_outcomes(browser: Browser, sites
     assert not any("did not load" in p for p in grade["problems"])
 
 
+def test_rerendered_buttons_and_a_react_controlled_form(browser: Browser, sites: Path) -> None:
+    """What framework pages do: a click re-renders every button (Vue, Alpine), and a React form
+    keeps its input's value in state, so a fill must go through React's view of the input."""
+    root = write_site(sites / "frameworks", {"index.html": """<!doctype html><title>F</title>
+<div id="app"></div><p id="n">0</p>
+<script>
+let n = 0;
+const show = k => { document.getElementById('n').textContent = n += k; draw(); };
+const draw = () => {
+  app.innerHTML = '<button class="inc">Add one</button><button class="dec">Take one</button>';
+  app.querySelector('.inc').onclick = () => show(1);
+  app.querySelector('.dec').onclick = () => show(-1);
+};
+draw();
+</script>
+<div id="root"></div>
+<script src="https://unpkg.com/react@18/umd/react.production.min.js"></script>
+<script src="https://unpkg.com/react-dom@18/umd/react-dom.production.min.js"></script>
+<script>
+const e = React.createElement;
+function Todo() {
+  const [text, setText] = React.useState(''), [items, setItems] = React.useState([]);
+  const add = ev => { ev.preventDefault(); if (text) { setItems([...items, text]); setText(''); } };
+  return e('form', {onSubmit: add}, e('input', {value: text, name: 'task',
+    onChange: ev => setText(ev.target.value)}), e('button', null, 'Add task'),
+    e('ul', null, items.map((t, i) => e('li', {key: i}, t))));
+}
+ReactDOM.createRoot(document.getElementById('root')).render(e(Todo));
+</script>"""})
+    index = browser.visit_site(root).pages[0]
+    assert [(i.kind, i.target, i.changed, i.error) for i in index.interactions] == [
+        ("click", "button.inc 'Add one'", True, None),
+        ("click", "button.dec 'Take one'", True, None),  # its node was replaced by the first
+        ("form", "form 'Add task'", True, None)]  # React saw the typed task and listed it
+    assert index.page_errors == [] and index.blank is False
+
+
 def test_errors_links_blank_and_overflow(browser: Browser, sites: Path) -> None:
     root = write_site(sites / "faults", {
         "index.html": """<!doctype html><html><head><title>Faults</title></head><body>

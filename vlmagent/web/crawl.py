@@ -118,13 +118,13 @@ class Crawler:
             page.wait_for_timeout(25)
         page.wait_for_timeout(self.cfg.settle_ms)
 
-    def state(self, page: Any, run: Run) -> tuple[int, float, int]:
-        """(mutations, document token, dialogs+popups so far) of the current document; also
-        collects the neutralised dialogs/popups into the SiteVisit."""
-        muts, doc, dialogs, popups, effects = self.evaluate(page, load("state"))
+    def state(self, page: Any, run: Run) -> tuple[int, float, int, int]:
+        """(mutations, document token, dialogs+popups so far, navigations started) of the current
+        document; also collects the neutralised dialogs/popups into the SiteVisit."""
+        muts, doc, dialogs, popups, effects, leaving = self.evaluate(page, load("state"))
         run.visit.dialogs += int(dialogs)
         run.visit.popups += int(popups)
-        return int(muts), float(doc), int(effects)
+        return int(muts), float(doc), int(effects), int(leaving)
 
     def shot(self, page: Any, run: Run, width: int, height: int) -> bytes:
         """Full-page PNG capped at max_screenshot_height.
@@ -286,20 +286,33 @@ class Crawler:
             except self._d.error:
                 pv.measures.pop(viewport, None)
 
-    def _interact(self, page: Any, run: Run, pv: PageVisit, kind: str, target: str,
-                  before: tuple[int, float, int], url: str, navs: int, error: str | None) -> bool:
-        """Settle, then record whether the action changed anything; True if the page left."""
-        self.settle(page, run, navs)
+    def _after(self, page: Any, run: Run, pv: PageVisit, kind: str, target: str
+               ) -> tuple[int, float, int, int]:
         try:
-            after = self.state(page, run)
+            return self.state(page, run)
         except self._d.error:
             if self._dog.fired or pv.crashed:  # the action froze or killed the page
                 pv.interactions.append(Interaction(kind, target, False, None, _DEAD))
                 raise
-            after = (0, -2.0, 0)  # the document was being replaced while we read it
+            return (0, -2.0, 0, 0)  # the document was being replaced while we read it
+
+    def _interact(self, page: Any, run: Run, pv: PageVisit, kind: str, target: str,
+                  before: tuple[int, float, int, int], url: str, navs: int,
+                  error: str | None) -> bool:
+        """Settle, then record whether the action changed anything; True if the page left."""
+        self.settle(page, run, navs)
+        after = self._after(page, run, pv, kind, target)
+        if after[1] == before[1] and after[3] > before[3] and run.nav_requests == navs:
+            # The page started leaving, but its request has not reached the router yet (a loaded
+            # machine): wait for it (at most QUIET_S; a router may intercept it), then settle.
+            end = min(time.monotonic() + QUIET_S, run.deadline, run.page_deadline)
+            while run.nav_requests == navs and time.monotonic() < end:
+                page.wait_for_timeout(25)
+            self.settle(page, run, navs)
+            after = self._after(page, run, pv, kind, target)
         left = after[1] != before[1]  # a new document token: the page navigated
-        if left:  # on a loaded machine the navigation can commit after settle: where it went
-            try:  # is read once the new document has loaded, not before
+        if left:  # the navigation can commit after settle on a loaded machine: read the page
+            try:  # once the new document has loaded
                 page.wait_for_load_state("load", timeout=run.ms(self.cfg.nav_timeout_s))
             except self._d.timeout:
                 pass
@@ -307,7 +320,8 @@ class Crawler:
         changed = (left or run.nav_requests > navs or now.rstrip("#") != url.rstrip("#")
                    or after[2] > before[2]  # it opened a dialog or a (neutralised) popup
                    or after[0] - before[0] > pv.dom.get("mutation_noise", 0))
-        dest = site_path(run.origin, now) if left else None
+        # Where it went: the navigation's own response (page.url can still be the old page's)
+        dest = site_path(run.origin, run.nav_url or now) if left else None
         status = run.nav_status if left else None
         pv.interactions.append(Interaction(kind, target, changed, dest, error, status))
         return left
@@ -321,7 +335,7 @@ class Crawler:
                 pv.timed_out = True
                 return
             before, url, navs, error = self.state(page, run), page.url, run.nav_requests, None
-            run.nav_status = None
+            run.nav_status = run.nav_url = None
             try:
                 with self._dog.guard(self.cfg.action_timeout_s + 1.0):
                     handle = page.evaluate_handle(load("click_target"), i).as_element()
@@ -351,7 +365,7 @@ class Crawler:
             if not filled:
                 return
             before, url, navs = self.state(page, run), page.url, run.nav_requests
-            run.nav_status = None
+            run.nav_status = run.nav_url = None
             valid = self.evaluate(page, load("submit"), j)
             error = None if valid else "form still invalid after filling"
             self._interact(page, run, pv, "form", filled["target"], before, url, navs, error)

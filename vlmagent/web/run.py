@@ -45,6 +45,7 @@ class Run:
     home: str = ""  # URL of the current page once loaded: clicks and forms come back to it
     dirty: bool = False  # the current page was clicked since it loaded
     nav_status: int | None = None  # HTTP status of the latest main-frame navigation
+    nav_url: str | None = None  # and its URL
     inflight: set = field(default_factory=set)  # requests not finished or failed yet (crawl
     # waits on them); cleared at each of our navigations, whose old requests may never report
     blocked: set[str] = field(default_factory=set)
@@ -152,7 +153,7 @@ class Run:
             # The page's status is its own first navigation. Later ones (a form posted to a
             # static site's 405, a click or a script that goes elsewhere) are outcomes of
             # interactions, recorded on them (nav_status), never the page's load status.
-            self.nav_status = resp.status
+            self.nav_status, self.nav_url = resp.status, resp.url
             if self.pv.status is None:
                 self.pv.status = resp.status
         if path is not None and resp.status >= 400:

@@ -4,6 +4,14 @@ j => {
   const f = document.forms[j]; if (!f) return null;
   const fire = el => { for (const t of ['input', 'change'])
     el.dispatchEvent(new Event(t, {bubbles: true})); };
+  // Through the prototype's setter: React keeps its own copy of an input's value and ignores
+  // `el.value = v` from outside, so its onChange would never see the fill. Boxes are clicked,
+  // which is what React listens to for them.
+  const set = (el, v) => {
+    const d = Object.getOwnPropertyDescriptor(Object.getPrototypeOf(el), 'value');
+    if (d && d.set) d.set.call(el, v); else el.value = v;
+  };
+  const tick = el => { if (!el.checked) el.click(); if (!el.checked) el.checked = true; };
   const byType = {email: 'test@example.com', tel: '+15551234567', url: 'https://example.com/',
     date: '2024-05-17', 'datetime-local': '2024-05-17T12:00', time: '12:00', month: '2024-05',
     week: '2024-W20', color: '#336699', password: 'Passw0rd!23', search: 'test'};
@@ -13,21 +21,21 @@ j => {
     const tag = el.tagName.toLowerCase(), type = (el.getAttribute('type') || 'text').toLowerCase();
     if (tag === 'select') {
       const o = [...el.options].find(o => o.value && !o.disabled); if (!o) continue;
-      el.value = o.value;
-    } else if (tag === 'textarea') { el.value = 'Hello, this is a test message.';
+      set(el, o.value);
+    } else if (tag === 'textarea') { set(el, 'Hello, this is a test message.');
     } else if (['hidden', 'submit', 'button', 'reset', 'image', 'file', 'range'].includes(type)) {
       continue;
-    } else if (type === 'checkbox') { el.checked = true;
+    } else if (type === 'checkbox') { tick(el);
     } else if (type === 'radio') { if (radios.has(el.name)) continue; radios.add(el.name);
-      el.checked = true;
+      tick(el);
     } else if (type === 'number') { const lo = parseFloat(el.min), hi = parseFloat(el.max);
-      el.value = String(isNaN(lo) ? (isNaN(hi) ? 1 : Math.min(1, hi)) : lo);
+      set(el, String(isNaN(lo) ? (isNaN(hi) ? 1 : Math.min(1, hi)) : lo));
     } else {
       const name = (el.name || el.id || '').toLowerCase();
       let v = byType[type] || (/mail/.test(name) ? 'test@example.com' : /name/.test(name)
         ? 'Alex Example' : /phone|tel/.test(name) ? '+15551234567' : 'Test input');
       if (el.maxLength > 0) v = v.slice(0, el.maxLength);
-      el.value = v;
+      set(el, v);
     }
     fire(el); n++;
   }

@@ -1,11 +1,14 @@
 // Installed in every frame before any site script (BrowserContext.add_init_script): neutralises
 // dialogs, print, window.open and links/forms that would open a new tab (counting them all), and
-// counts DOM mutations so a click can be judged by what it changed. `effects` counts
+// counts DOM mutations so a click can be judged by what it changed, and the navigations to
+// another document the page starts (`leaving`: known here at once, before the request reaches
+// the router, which on a loaded machine can take longer than the settle time). `effects` counts
 // dialogs+popups and is never reset. Every snippet here tolerates a page that redefined globals
 // (forms with an input named "submit", a missing body, no init script).
 (() => {
   if (window.__vlm) return;
-  const s = {dialogs: 0, popups: 0, effects: 0, muts: 0, targets: [], doc: Math.random()};
+  const s = {dialogs: 0, popups: 0, effects: 0, muts: 0, leaving: 0, targets: [],
+             doc: Math.random()};
   Object.defineProperty(window, '__vlm', {value: s});
   const stub = (k, v) => function () { s[k]++; s.effects++; return v; };
   window.alert = stub('dialogs'); window.confirm = stub('dialogs', false);
@@ -21,6 +24,9 @@
   addEventListener('submit', e => {
     if (e.target && newTab(e.target.getAttribute('target'))) popup(e);
   }, true);
+  if (window.navigation) navigation.addEventListener('navigate', e => {
+    if (!e.destination.sameDocument && !e.downloadRequest) s.leaving++;
+  });
   new MutationObserver(r => { s.muts += r.length; }).observe(document,
     {subtree: true, childList: true, attributes: true, characterData: true});
 })()

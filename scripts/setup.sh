@@ -246,6 +246,7 @@ step_link() {
         die "$local_venv is a folder that setup did not make; move it away and rerun"
     fi
     rm -rf "$local_venv"
+    mkdir -p "$(dirname "$log")"
     "$PYTHON" -m venv --without-pip --prompt vlmagent "$local_venv" >"$log" 2>&1 \
         || { show_log "$log"; die "python -m venv $local_venv failed"; }
     site=$("$local_venv/bin/python" -c 'import sysconfig; print(sysconfig.get_path("purelib"))')
@@ -273,18 +274,22 @@ assert vlmagent.__file__.startswith(sys.argv[1]), vlmagent.__file__' "$ROOT/" >>
     report link "$t0" ".venv: this checkout over $VENV (editable)"
 }
 
-# ---------------------------------------------------------------- 4. node_modules (vite-react)
-step_node() {
-    local t0 lock="$SCAFFOLD_NODE/package-lock.json" dir tmp log
+# ---------------------------------------------------------------- 4 and 5. npm installs
+# npm_install STEP SRC PREFIX WHAT SKIPPED CHECK [NPM_ARGS...]: `npm ci` of SRC's package-lock.json
+# once into $CACHE/PREFIX-<hash12 of the lock>/, built in a temporary folder, checked with the
+# function CHECK (given that folder), made read-only and renamed into place.
+npm_install() {
+    local step=$1 src=$2 prefix=$3 what=$4 skipped=$5 check=$6; shift 6
+    local t0 lock="$src/package-lock.json" dir tmp log
     t0=$(us)
     if [[ "${VLMAGENT_SKIP_NODE:-0}" == 1 ]]; then
-        report node "$t0" "skipped (VLMAGENT_SKIP_NODE=1): no vite-react builds"; return
+        report "$step" "$t0" "skipped (VLMAGENT_SKIP_NODE=1): $skipped"; return
     fi
     command -v node >/dev/null && command -v npm >/dev/null \
-        || die "node and npm are needed for the vite-react scaffold (or set VLMAGENT_SKIP_NODE=1)"
-    dir="$CACHE/node-vite-react-$(sha256sum "$lock" | cut -c1-12)"
-    if [[ -f "$dir/.vlmagent-complete" && -f "$dir/node_modules/vite/bin/vite.js" ]]; then
-        report node "$t0" "cached: $dir"; return
+        || die "node and npm are needed for $what (or set VLMAGENT_SKIP_NODE=1)"
+    dir="$CACHE/$prefix-$(sha256sum "$lock" | cut -c1-12)"
+    if [[ -f "$dir/.vlmagent-complete" && -d "$dir/node_modules" ]]; then
+        report "$step" "$t0" "cached: $dir"; return
     fi
     mkdir -p "$CACHE/logs"
     log="$CACHE/logs/$(basename "$dir").log"
@@ -296,76 +301,49 @@ step_node() {
         rm -rf "$dir" "$dir".tmp.*
         tmp="$dir.tmp.$$"
         mkdir -p "$tmp"
-        cp "$SCAFFOLD_NODE/package.json" "$lock" "$tmp/"
-        echo "[setup] node     npm ci for the vite-react scaffold (log: $log)"
-        # --ignore-scripts: no package runs code at install; esbuild and rollup ship their
-        # platform binaries as optional packages, which need none.
-        ( cd "$tmp" && npm ci --no-audit --no-fund --ignore-scripts --cache "$tmp/.npm" ) \
+        cp "$src/package.json" "$lock" "$tmp/"
+        printf '[setup] %-8s npm ci for %s (log: %s)\n' "$step" "$what" "$log"
+        # --ignore-scripts: no package runs code at install.
+        ( cd "$tmp" && npm ci --no-audit --no-fund --ignore-scripts "$@" --cache "$tmp/.npm" ) \
             >"$log" 2>&1 || { show_log "$log"; rm -rf "$tmp"; die "npm ci failed (log: $log)"; }
         rm -rf "$tmp/.npm"
-        node "$tmp/node_modules/vite/bin/vite.js" --version >>"$log" 2>&1 \
-            || { show_log "$log"; rm -rf "$tmp"; die "the installed vite does not run (log: $log)"; }
+        "$check" "$tmp" >>"$log" 2>&1 \
+            || { show_log "$log"; rm -rf "$tmp"; die "$what: the install is unusable (log: $log)"; }
         printf 'lock=%s\nbuilt=%s\nnode=%s\n' "$lock" "$(date -u +%FT%TZ)" "$(node --version)" \
             >"$tmp/.vlmagent-complete"
-        chmod -R a-w "$tmp/node_modules"  # shared by every build: no build may change it
+        chmod -R a-w "$tmp/node_modules"  # shared by every user: none may change it
         mv -T "$tmp" "$dir"
     ) 7>"$dir.lock"
-    report node "$t0" "installed: $dir ($(du -sh "$dir" | cut -f1))"
+    report "$step" "$t0" "installed: $dir ($(du -sh "$dir" | cut -f1))"
 }
 
-# ---------------------------------------------------------------- 5. CDN mirror (web/cdn.py)
-step_cdn() {
-    local t0 lock="$CDN_NODE/package-lock.json" dir tmp log
-    t0=$(us)
-    if [[ "${VLMAGENT_SKIP_NODE:-0}" == 1 ]]; then
-        report cdn "$t0" "skipped (VLMAGENT_SKIP_NODE=1): score with browser.cdn_mirror=false"
-        return
-    fi
-    command -v node >/dev/null && command -v npm >/dev/null \
-        || die "node and npm are needed for the CDN mirror (or set VLMAGENT_SKIP_NODE=1)"
-    dir="$CACHE/cdn-$(sha256sum "$lock" | cut -c1-12)"
-    if [[ -f "$dir/.vlmagent-complete" && -d "$dir/node_modules" ]]; then
-        report cdn "$t0" "cached: $dir"; return
-    fi
-    mkdir -p "$CACHE/logs"
-    log="$CACHE/logs/$(basename "$dir").log"
-    (
-        flock 7
-        [[ -f "$dir/.vlmagent-complete" ]] && exit 0  # another setup finished it meanwhile
-        chmod -R u+w "$dir" "$dir".tmp.* 2>/dev/null || true
-        rm -rf "$dir" "$dir".tmp.*
-        tmp="$dir.tmp.$$"
-        mkdir -p "$tmp"
-        cp "$CDN_NODE/package.json" "$lock" "$tmp/"
-        echo "[setup] cdn      npm ci for the CDN mirror (log: $log)"
-        # --ignore-scripts: no package runs code at install. --omit=optional: only the listed
-        # packages' own files are ever served, so optional extras of their dependencies are
-        # dead weight.
-        ( cd "$tmp" && npm ci --no-audit --no-fund --ignore-scripts --omit=optional \
-            --cache "$tmp/.npm" ) >"$log" 2>&1 \
-            || { show_log "$log"; rm -rf "$tmp"; die "npm ci failed (log: $log)"; }
-        rm -rf "$tmp/.npm"
-        # Never requested by a page: source maps (read by DevTools only) and the non-latin or
-        # woff fontsource files (the generated Google Fonts CSS names latin woff2 only). About
-        # 80 MB of the install.
-        find "$tmp/node_modules" -type f -name '*.map' -delete
-        find "$tmp/node_modules/@fontsource" -path '*/files/*' -type f \
-            ! -name '*-latin-*.woff2' -delete
-        # Every listed package is there at its pinned version (aliases included).
-        ( cd "$tmp" && node -e '
+check_vite() { node "$1/node_modules/vite/bin/vite.js" --version; }
+
+check_cdn() {
+    # Never requested by a page: source maps (read by DevTools only) and the non-latin or woff
+    # fontsource files (the generated Google Fonts CSS names latin woff2 only). About 80 MB.
+    find "$1/node_modules" -type f -name '*.map' -delete
+    find "$1/node_modules/@fontsource" -path '*/files/*' -type f ! -name '*-latin-*.woff2' -delete
+    # Every listed package is there at its pinned version (aliases included).
+    ( cd "$1" && node -e '
 const deps = require("./package.json").dependencies;
 for (const [name, spec] of Object.entries(deps)) {
   const want = spec.replace(/^npm:.*@/, "");
   const got = require(`./node_modules/${name}/package.json`).version;
   if (got !== want) throw new Error(`${name}: installed ${got}, pinned ${want}`);
-}' ) >>"$log" 2>&1 \
-            || { show_log "$log"; rm -rf "$tmp"; die "the CDN mirror is incomplete (log: $log)"; }
-        printf 'lock=%s\nbuilt=%s\nnode=%s\n' "$lock" "$(date -u +%FT%TZ)" "$(node --version)" \
-            >"$tmp/.vlmagent-complete"
-        chmod -R a-w "$tmp/node_modules"  # shared by every browser: nothing may change it
-        mv -T "$tmp" "$dir"
-    ) 7>"$dir.lock"
-    report cdn "$t0" "installed: $dir ($(du -sh "$dir" | cut -f1))"
+}' )
+}
+
+# esbuild and rollup ship their platform binaries as optional packages, which need no scripts.
+step_node() {
+    npm_install node "$SCAFFOLD_NODE" node-vite-react "the vite-react scaffold" \
+        "no vite-react builds" check_vite
+}
+
+# --omit=optional: only the listed packages' own files are ever served.
+step_cdn() {
+    npm_install cdn "$CDN_NODE" cdn "the CDN mirror" \
+        "score with browser.cdn_mirror=false" check_cdn --omit=optional
 }
 
 # ---------------------------------------------------------------- main

@@ -22,7 +22,6 @@ nothing is installed at score time, and npm, if anything calls it, is pointed of
 from __future__ import annotations
 
 import functools
-import hashlib
 import os
 import re
 import shutil
@@ -37,6 +36,7 @@ from typing import Any
 from vlmagent.config import WebgenConfig
 from vlmagent.rewards.cascade import SiteContext
 from vlmagent.types import StageScore
+from vlmagent.web import npm
 from vlmagent.web.scaffold import SCAFFOLD_ROOT, load_scaffold
 
 SCAFFOLD = SCAFFOLD_ROOT / "vite-react"
@@ -49,19 +49,9 @@ _CLIMB = re.compile(r"(?:\.\./)+|/@fs/|(?<!\w)file:|\\0*2e|\\x2e|\\u0*2e|\\u\{0*
 _SCANNED = {".ts", ".tsx", ".js", ".jsx", ".mjs", ".cjs", ".css", ".html", ".json", ".svg"}
 
 
-def lock_hash(scaffold: Path = SCAFFOLD) -> str:
-    """First 12 hex of sha256(package-lock.json): the name of the shared install (setup.sh)."""
-    return hashlib.sha256((scaffold / "package-lock.json").read_bytes()).hexdigest()[:12]
-
-
 def node_modules_path(cfg: WebgenConfig) -> Path:
     """Config, then $VLMAGENT_NODE_MODULES, then where scripts/setup.sh installs them."""
-    if cfg.node_modules:
-        return Path(cfg.node_modules).expanduser()
-    if os.environ.get("VLMAGENT_NODE_MODULES"):
-        return Path(os.environ["VLMAGENT_NODE_MODULES"])
-    cache = Path(os.environ.get("VLMAGENT_CACHE") or Path.home() / ".cache" / "vlmagent")
-    return cache / f"node-vite-react-{lock_hash()}" / "node_modules"
+    return npm.installed(cfg.node_modules, "VLMAGENT_NODE_MODULES", "node-vite-react", SCAFFOLD)
 
 
 @functools.lru_cache(maxsize=8)

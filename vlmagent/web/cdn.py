@@ -15,7 +15,6 @@ fulfils the requests.
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import re
@@ -24,7 +23,7 @@ from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
 from vlmagent.config import BrowserConfig
-from vlmagent.web import gfonts
+from vlmagent.web import gfonts, npm
 from vlmagent.web.js import load
 
 PACKAGE = Path(__file__).with_name("cdn")  # package.json + package-lock.json of the mirror
@@ -107,18 +106,12 @@ class Package:
 
 
 def lock_hash() -> str:
-    """First 12 hex of sha256(package-lock.json): the install's folder name (setup.sh)."""
-    return hashlib.sha256((PACKAGE / "package-lock.json").read_bytes()).hexdigest()[:12]
+    return npm.lock_hash(PACKAGE)
 
 
 def mirror_path(cfg: BrowserConfig) -> Path:
     """Config, then $VLMAGENT_CDN_MIRROR, then where scripts/setup.sh installs it."""
-    if cfg.cdn_mirror_dir:
-        return Path(cfg.cdn_mirror_dir).expanduser()
-    if os.environ.get("VLMAGENT_CDN_MIRROR"):
-        return Path(os.environ["VLMAGENT_CDN_MIRROR"])
-    cache = Path(os.environ.get("VLMAGENT_CACHE") or Path.home() / ".cache" / "vlmagent")
-    return cache / f"cdn-{lock_hash()}" / "node_modules"
+    return npm.installed(cfg.cdn_mirror_dir, "VLMAGENT_CDN_MIRROR", "cdn", PACKAGE)
 
 
 def _numbers(version: str) -> tuple[int, ...]:

@@ -42,6 +42,7 @@ def lines(tmp: Path) -> list[dict]:
               checks={"loads": 1.0, "links_ok": 0.5}, problems=["<script>alert(1)</script>"],
               mirrored_requests=["GET https://unpkg.com/react@18 -> react@18.3.1"],
               blocked_requests=["GET https://cdn.example.com/x.js"],
+              left_site=["POST https://forms.example.org/f/x"],
               pages=[page("/index.html", ("shots/1d.png", "shots/1m.png"))]),
         stage("aesthetics", 0.4, False, aesthetic_score=2.0, measures=[])]}
     broken = {"site": "broken", "reward": 0.1, "seconds": 0.5, "error": None, "stages": [
@@ -125,7 +126,8 @@ def test_a_person_sees_metrics_sorts_the_table_and_reads_why(tmp_path):
         assert "src/App.tsx:2:27: ERROR" in pg.inner_text("#site-vite")
         pg.click('[id="site-<b>flawed</b>"] details summary')  # the per-site network list
         net = pg.inner_text('[id="site-<b>flawed</b>"] details')
-        assert "other hosts: 1 mirrored, 1 blocked" in net
+        assert "other hosts: 1 mirrored, 1 blocked, left the site 1 times" in net
+        assert "left POST https://forms.example.org/f/x" in net
         assert "mirrored GET https://unpkg.com/react@18 -> react@18.3.1" in net
         assert "blocked GET https://cdn.example.com/x.js" in net
         assert "other hosts" not in pg.inner_text("#site-good")

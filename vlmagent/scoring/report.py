@@ -200,16 +200,20 @@ def _row(d: dict[str, Any], stages: list[str], rel: Callable[[str], str], why: l
 
 
 def _network(d: dict[str, Any]) -> str:
-    """Requests to other hosts: answered by the offline CDN mirror, or blocked by the sandbox."""
+    """Requests to other hosts: answered by the offline CDN mirror, blocked by the sandbox, or
+    navigations that left the site (not followed)."""
     ex = (_stage(d, "execution") or {}).get("details") or {}
     rows = [("mirrored", r) for r in ex.get("mirrored_requests", [])] + [
-        ("blocked", r) for r in ex.get("blocked_requests", [])]
+        ("blocked", r) for r in ex.get("blocked_requests", [])] + [
+        ("left", r) for r in ex.get("left_site", [])]
     if not rows:
         return ""
-    items = "".join(f'<li><span class="chip {"pass" if k == "mirrored" else "fail"}">{k}</span> '
-                    f"{_e(r)}</li>" for k, r in rows)
-    return f"<details><summary>other hosts: {sum(k == 'mirrored' for k, _ in rows)} mirrored, " \
-           f"{sum(k == 'blocked' for k, _ in rows)} blocked</summary><ul>{items}</ul></details>"
+    chip = {"mirrored": "pass", "blocked": "fail", "left": ""}
+    items = "".join(f'<li><span class="chip {chip[k]}">{k}</span> {_e(r)}</li>' for k, r in rows)
+    n = {k: sum(k == kind for kind, _ in rows) for k in chip}
+    left = f", left the site {n['left']} times" if n["left"] else ""
+    return (f"<details><summary>other hosts: {n['mirrored']} mirrored, {n['blocked']} blocked"
+            f"{left}</summary><ul>{items}</ul></details>")
 
 
 def _card(d: dict[str, Any], stages: list[str], rel: Callable[[str], str], why: list[str]) -> str:

@@ -181,6 +181,9 @@ def test_bootstrap_fontawesome_and_jquery_cdns(mirror: Mirror, url: str, pinned:
     "https://maxcdn.bootstrapcdn.com/bootstrap/3.3.7/css/bootstrap.min.css",
     "https://cdn.jsdelivr.net/npm/bootstrap-icons@1.11.3/font/bootstrap-icons.min.css",
     "https://unpkg.com/leaflet@1.9.4/dist/leaflet.css",
+    "https://unpkg.com/boxicons@2.1.4/css/boxicons.min.css",
+    "https://cdn.jsdelivr.net/npm/remixicon@4.2.0/fonts/remixicon.css",
+    "https://code.jquery.com/ui/1.13.2/themes/base/jquery-ui.css",
 ])
 def test_a_stylesheets_relative_urls_resolve_too(mirror: Mirror, url: str) -> None:
     """Fonts and images a CDN stylesheet names relative to itself (url(../webfonts/x.woff2))
@@ -192,6 +195,80 @@ def test_a_stylesheets_relative_urls_resolve_too(mirror: Mirror, url: str) -> No
     for ref in refs:
         h = hit(mirror, urljoin(url, ref))
         assert h.content_type.startswith(("font/", "image/", "application/vnd.ms-fontobject"))
+
+
+@pytest.mark.parametrize("url, pinned, path", [
+    ("https://cdn.jsdelivr.net/npm/tailwindcss@2.2.19/dist/tailwind.min.css",
+     "tailwindcss@2.2.19", "tailwindcss/dist/tailwind.min.css"),
+    ("https://unpkg.com/tailwindcss@^2/dist/tailwind.min.css", "tailwindcss@2.2.19",
+     "tailwindcss/dist/tailwind.min.css"),
+    ("https://cdnjs.cloudflare.com/ajax/libs/tailwindcss/2.2.19/tailwind.min.css",
+     "tailwindcss@2.2.19", "tailwindcss/dist/tailwind.min.css"),
+    ("https://code.jquery.com/ui/1.13.2/jquery-ui.min.js", "jquery-ui@1.14.2",
+     "jquery-ui/dist/jquery-ui.min.js"),
+    ("https://code.jquery.com/ui/1.12.1/themes/smoothness/jquery-ui.css", "jquery-ui@1.14.2",
+     "jquery-ui/dist/themes/smoothness/jquery-ui.css"),
+    ("https://cdnjs.cloudflare.com/ajax/libs/jqueryui/1.13.2/jquery-ui.min.js",
+     "jquery-ui@1.14.2", "jquery-ui/dist/jquery-ui.min.js"),
+    ("https://unpkg.com/lucide@latest", "lucide@1.65.0", "lucide/dist/umd/lucide.min.js"),
+    ("https://unpkg.com/lucide@0.263.1/dist/umd/lucide.js", "lucide@1.65.0",
+     "lucide/dist/umd/lucide.js"),  # every 0.x: the same browser API
+    ("https://unpkg.com/feather-icons", "feather-icons@4.29.2",
+     "feather-icons/dist/feather.min.js"),
+    ("https://cdnjs.cloudflare.com/ajax/libs/feather-icons/4.29.0/feather.min.js",
+     "feather-icons@4.29.2", "feather-icons/dist/feather.min.js"),
+    ("https://unpkg.com/boxicons@2.1.4/css/boxicons.min.css", "boxicons@2.1.4",
+     "boxicons/css/boxicons.min.css"),
+    ("https://unpkg.com/boxicons@2.1.4/dist/boxicons.js", "boxicons@2.1.4",
+     "boxicons/dist/boxicons.js"),
+    ("https://cdn.jsdelivr.net/npm/remixicon@4.2.0/fonts/remixicon.css", "remixicon@4.9.1",
+     "remixicon/fonts/remixicon.css"),
+    ("https://cdn.jsdelivr.net/npm/marked/marked.min.js", "marked@15.0.12",
+     "marked/marked.min.js"),
+    ("https://cdnjs.cloudflare.com/ajax/libs/highlight.js/11.9.0/highlight.min.js",
+     "@highlightjs/cdn-assets@11.12.0", "@highlightjs/cdn-assets/highlight.min.js"),
+    ("https://cdnjs.cloudflare.com/ajax/libs/highlight.js/11.9.0/styles/github.min.css",
+     "@highlightjs/cdn-assets@11.12.0", "@highlightjs/cdn-assets/styles/github.min.css"),
+    ("https://cdn.jsdelivr.net/npm/@highlightjs/cdn-assets@11.9.0/languages/python.min.js",
+     "@highlightjs/cdn-assets@11.12.0", "@highlightjs/cdn-assets/languages/python.min.js"),
+    ("https://cdnjs.cloudflare.com/ajax/libs/prism/1.29.0/prism.min.js", "prismjs@1.30.0",
+     "prismjs/prism.js"),
+    ("https://cdn.jsdelivr.net/npm/prismjs@1.29.0/themes/prism-tomorrow.min.css",
+     "prismjs@1.30.0", "prismjs/themes/prism-tomorrow.min.css"),
+    ("https://cdn.jsdelivr.net/npm/sweetalert2@11", "sweetalert2@11.26.25",
+     "sweetalert2/dist/sweetalert2.all.js"),
+    ("https://cdn.jsdelivr.net/npm/toastify-js", "toastify-js@1.12.0",
+     "toastify-js/src/toastify.js"),
+    ("https://unpkg.com/tippy.js@6", "tippy.js@6.3.7", "tippy.js/dist/tippy-bundle.umd.min.js"),
+    ("https://cdn.jsdelivr.net/npm/flatpickr/dist/flatpickr.min.css", "flatpickr@4.6.13",
+     "flatpickr/dist/flatpickr.min.css"),
+    ("https://cdnjs.cloudflare.com/ajax/libs/Sortable/1.15.0/Sortable.min.js",
+     "sortablejs@1.15.7", "sortablejs/Sortable.min.js"),
+    ("https://cdn.jsdelivr.net/npm/daisyui@4.12.10/dist/full.min.css", "daisyui@4.12.24",
+     "daisyui/dist/full.css"),  # jsDelivr minifies on request
+    ("https://cdn.jsdelivr.net/npm/@picocss/pico@2/css/pico.min.css", "@picocss/pico@2.1.1",
+     "@picocss/pico/css/pico.min.css"),
+    ("https://cdnjs.cloudflare.com/ajax/libs/normalize/8.0.1/normalize.min.css",
+     "normalize.css@8.0.1", "normalize.css/normalize.css"),
+    ("https://unpkg.com/htmx.org@1.9.10", "htmx.org@1.9.12", "htmx1/dist/htmx.min.js"),
+    ("https://unpkg.com/htmx.org@2.0.4", "htmx.org@2.0.11", "htmx.org/dist/htmx.min.js"),
+    ("https://cdn.jsdelivr.net/npm/typed.js@2.0.12", "typed.js@2.1.0",
+     "typed.js/dist/typed.umd.js"),  # not its CommonJS `main`
+    ("https://cdn.jsdelivr.net/particles.js/2.0.0/particles.min.js", "particles.js@2.0.0",
+     "particles.js/particles.js"),  # jsDelivr's old /<lib>/<version>/<file> form
+    ("https://cdn.jsdelivr.net/npm/canvas-confetti@1.6.0/dist/confetti.browser.min.js",
+     "canvas-confetti@1.9.4", "canvas-confetti/dist/confetti.browser.js"),
+    ("https://cdnjs.cloudflare.com/ajax/libs/animejs/3.2.1/anime.min.js", "animejs@3.2.2",
+     "animejs/lib/anime.min.js"),
+    ("https://cdnjs.cloudflare.com/ajax/libs/moment.js/2.29.4/moment.min.js", "moment@2.31.0",
+     "moment/min/moment.min.js"),
+    ("https://cdn.jsdelivr.net/npm/dayjs@1/dayjs.min.js", "dayjs@1.11.23", "dayjs/dayjs.min.js"),
+    ("https://cdnjs.cloudflare.com/ajax/libs/matter-js/0.19.0/matter.min.js", "matter-js@0.20.0",
+     "matter-js/build/matter.min.js"),  # every 0.x
+])
+def test_more_libraries_pages_load(mirror: Mirror, url: str, pinned: str, path: str) -> None:
+    h = hit(mirror, url)
+    assert (h.pinned, served(h, mirror)) == (pinned, path)
 
 
 def test_tailwind_play_cdn_answers_with_the_v4_browser_build(mirror: Mirror) -> None:
@@ -340,10 +417,18 @@ def test_versions_map_to_the_pinned_release_of_the_major(mirror: Mirror, spec: s
     ("https://unpkg.com/react@18/umd/react.production.min.js?module", "?module"),
     ("https://cdn.jsdelivr.net/npm/chart.js@4.4.0/+esm", "+esm bundles are not mirrored"),
     ("https://cdn.jsdelivr.net/gh/user/repo@1.0/x.js", "only jsDelivr's /npm/"),
-    ("https://cdnjs.cloudflare.com/ajax/libs/moment.js/2.29.4/moment.min.js",
-     "library moment.js: not in the mirror"),
+    ("https://cdnjs.cloudflare.com/ajax/libs/vue-router/4.2.5/vue-router.global.min.js",
+     "library vue-router: not in the mirror"),
+    ("https://unpkg.com/tailwindcss@3.4.1/dist/tailwind.min.css",
+     "tailwindcss@3.4.1: major not in the mirror (pinned: 2.2.19): tailwindcss v3 and v4 have "
+     "no browser file"),
+    ("https://cdn.jsdelivr.net/npm/tailwindcss@4", "cdn.tailwindcss.com"),
+    ("https://cdn.jsdelivr.net/npm/remixicon@3.5.0/fonts/remixicon.css", "remixicon@3.5.0: major"),
+    ("https://unpkg.com/ionicons@7.1.0/dist/ionicons/ionicons.esm.js", "ionicons: not in"),
     ("https://cdnjs.cloudflare.com/ajax/libs/Chart.js/3.9.1/chart.min.js", "chart.js@3.9.1"),
-    ("https://code.jquery.com/ui/1.12.1/jquery-ui.min.js", "code.jquery.com file"),
+    ("https://code.jquery.com/mobile/1.4.5/jquery.mobile-1.4.5.min.js", "code.jquery.com file"),
+    ("https://code.jquery.com/ui/1.13.2/themes/base/nope.css",
+     "no such file in jquery-ui@1.14.2: dist/themes/base/nope.css"),
     ("https://esm.sh/react@18", "ES module bundling CDNs are not mirrored"),
     ("https://unpkg.com/left-pad@1.3.0/index.js", "left-pad: not in the mirror"),
 ])
@@ -465,6 +550,16 @@ window.__probe = async () => { await until(() => css('c').backgroundColor !== 'r
   await document.fonts.load('700 16px "Plus Jakarta Sans"');
   await document.fonts.ready; return {loaded: [...document.fonts].filter(f => f.status === 'loaded')
     .map(f => `${f.family.replace(/"/g, '')} ${f.weight}`).sort()}; };</script>""",
+    "icons.html": """
+<script>window.__errors = []; addEventListener('error', e => __errors.push(String(e.message)));
+</script>
+<link rel="stylesheet" href="https://unpkg.com/tailwindcss@^2/dist/tailwind.min.css">
+<script src="https://unpkg.com/lucide@latest"></script>
+<nav id="n" class="flex items-center bg-blue-500 p-4"><i data-lucide="menu"></i>Menu</nav>
+<script>lucide.createIcons(); const nav = getComputedStyle(document.getElementById('n'));
+window.__probe = async () => ({icon: document.querySelector('#n svg')?.getAttribute('class'),
+  bg: nav.backgroundColor, pad: nav.paddingTop, display: nav.display, errors: __errors});
+</script>""",
 }
 INDEX = ("<!doctype html><title>CDN</title><h1>Libraries from CDNs</h1>"
          + "".join(f'<a href="{p}">{p}</a> ' for p in PAGES)
@@ -503,6 +598,17 @@ def test_pages_using_cdn_libraries_work_offline(browser: Browser, site: Path) ->
     assert tw["brand"] == "rgb(37, 99, 235)"  # the v3 tailwind.config, mapped onto v4
     assert {"Inter 700", "Plus Jakarta Sans 700", "Font Awesome 6 Free 900"} <= \
         set(got["/fonts.html"]["loaded"])
+
+
+@pytest.mark.browser
+@pytest.mark.usefixtures("mirror")
+def test_a_page_with_lucide_icons_and_tailwind2_css_renders(browser: Browser,
+                                                             site: Path) -> None:
+    [out] = browser.inspect_pages(site, ["/icons.html"], "async () => await window.__probe()",
+                                  shoot=False)
+    assert out["error"] is None
+    assert out["desktop"] == {"icon": "lucide lucide-menu", "bg": "rgb(59, 130, 246)",
+                              "pad": "16px", "display": "flex", "errors": []}
 
 
 @pytest.mark.browser

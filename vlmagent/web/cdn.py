@@ -44,7 +44,22 @@ CDNJS = {"font-awesome": ("@fortawesome/fontawesome-free", "font-awesome"),
          "axios": ("axios",), "d3": ("d3",), "leaflet": ("leaflet",), "bulma": ("bulma",),
          "alpinejs": ("alpinejs",), "gsap": ("gsap",), "Swiper": ("swiper",), "aos": ("aos",),
          "popper.js": ("@popperjs/core", "popper.js"), "bootstrap-icons": ("bootstrap-icons",),
-         "babel-standalone": ("@babel/standalone",)}
+         "babel-standalone": ("@babel/standalone",), "tailwindcss": ("tailwindcss",),
+         "jqueryui": ("jquery-ui",), "jquery-ui": ("jquery-ui",), "lucide": ("lucide",),
+         "feather-icons": ("feather-icons",), "boxicons": ("boxicons",),
+         "remixicon": ("remixicon",), "marked": ("marked",),
+         "highlight.js": ("@highlightjs/cdn-assets",), "prism": ("prismjs",),
+         "sweetalert2": ("sweetalert2",), "toastify-js": ("toastify-js",),
+         "tippy.js": ("tippy.js",), "flatpickr": ("flatpickr",), "Sortable": ("sortablejs",),
+         "daisyui": ("daisyui",), "picocss": ("@picocss/pico",), "normalize": ("normalize.css",),
+         "htmx": ("htmx.org",), "typed.js": ("typed.js",), "particles.js": ("particles.js",),
+         "canvas-confetti": ("canvas-confetti",), "animejs": ("animejs",),
+         "moment.js": ("moment",), "dayjs": ("dayjs",), "matter-js": ("matter-js",)}
+# 0.x requests answered by this pinned version (same browser API), not by npm's caret.
+ZERO = {"lucide": "1", "matter-js": "0.20"}
+# Why a major is missing, where a reason is more useful than the pinned list.
+NO_MAJOR = {"tailwindcss": "tailwindcss v3 and v4 have no browser file (only v2's CSS build is "
+                           "mirrored; the play CDN cdn.tailwindcss.com is)"}
 _AJAX, _BS = r"/ajax/libs/([^/]+)/([^/]+)/(.+)", r"/([^/]+)/([^/]+)/(.+)"
 _BS_LIBS = {"bootstrap": ("bootstrap",), "font-awesome": ("font-awesome",)}
 # Hosts serving /<library>/<version>/<file>: the path pattern and the library table.
@@ -187,12 +202,15 @@ class Mirror:
         want = _numbers(version.lstrip("^~=v<> "))
         if version in ("", "latest"):
             return have[0]
+        if want and want[0] == 0 and names[0] in ZERO:
+            want = _numbers(ZERO[names[0]])
         for p in have:  # npm's caret: the same major, and the same minor below 1.0
             got = _numbers(p.version)
             if want and got[0] == want[0] and (want[0] or len(want) < 2 or got[1] == want[1]):
                 return p
         pinned = ", ".join(p.version for p in have)
-        raise Miss(f"{names[0]}@{version}: major not in the mirror (pinned: {pinned})")
+        why = f": {NO_MAJOR[names[0]]}" if names[0] in NO_MAJOR else ""
+        raise Miss(f"{names[0]}@{version}: major not in the mirror (pinned: {pinned}){why}")
 
     def _file(self, pkg: Package, rel: str | None) -> Path | None:
         if not rel:
@@ -240,8 +258,8 @@ class Mirror:
         pkg = self._package((name,), version)
         spec = f"{name}@{version}" if version else name
         if rest == "":
-            entry = next((pkg.meta[f] for f in fields if isinstance(pkg.meta.get(f), str)),
-                         "index.js")
+            entry = next((pkg.meta[f] for f in fields if isinstance(pkg.meta.get(f), str)
+                          and not pkg.meta[f].endswith(".cjs")), "index.js")  # no CommonJS
             rel = _clean(entry)
             found = (self._file(pkg, rel) or self._file(pkg, f"{rel}.js")
                      or self._file(pkg, f"{rel}/index.js"))
@@ -275,9 +293,11 @@ class Mirror:
         return self._npm(path, ("unpkg", "jsdelivr", "browser", "main", "style"), False)
 
     def _jsdelivr(self, path: str, query: str) -> Hit:
+        if (old := re.fullmatch(_BS, path)) and old.group(1) in self.packages:
+            return self._lib({old.group(1): (old.group(1),)}, *old.groups())  # /<lib>/<v>/<file>
         if not path.startswith("/npm/"):
             raise Miss("only jsDelivr's /npm/ files are mirrored (not /gh/ or /combine/)")
-        return self._npm(path[4:], ("jsdelivr", "browser", "main", "style"), True)
+        return self._npm(path[4:], ("jsdelivr", "browser", "main", "unpkg", "style"), True)
 
     def _fa_kit(self, path: str, query: str) -> Hit:
         # A kit is an account's own icon set: the free set of the newest major stands in for it.
@@ -287,6 +307,11 @@ class Mirror:
                          ("a kit: answered with the free set",))
 
     def _jquery(self, path: str, query: str) -> Hit:
+        if ui := re.fullmatch(r"/ui/([\d.]+|latest)/(.+)", path):  # jQuery UI: its dist/ files
+            pkg = self._package(("jquery-ui",), ui.group(1))
+            rel = _clean(ui.group(2))
+            return self._hit(pkg, f"jquery-ui@{ui.group(1)}",
+                             self._file(pkg, f"dist/{rel}") if rel else None, f"dist/{rel}")
         m = re.fullmatch(r"/jquery(?:-([\d.]+|latest))?((?:\.slim)?(?:\.min)?\.js)", path)
         if m is None:
             raise Miss(f"code.jquery.com file not in the mirror: {path}")

@@ -148,6 +148,8 @@ class Run:
             self._add("failed_requests", f"{path} {why}")
 
     def on_response(self, resp: Any) -> None:
+        # answered: the page can act on it (a 404 whose body is never read never "finishes")
+        self.inflight.discard(resp.request)
         path = site_path(self.origin, resp.url)
         if resp.request.is_navigation_request() and resp.frame.parent_frame is None:
             # The page's status is its own first navigation. Later ones (a form posted to a

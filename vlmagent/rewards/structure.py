@@ -239,7 +239,7 @@ def check_structure(root: Path, cfg: StructureConfig, deadline: float) -> StageS
     external: list[str] = []
     missing: dict[str, list[str]] = {}  # file -> its references that resolve to nothing
     html_files = degenerate = 0  # HTML files parsed; those cut off or looping
-    unfinished: list[dict] = []  # why the index is not a finished page
+    unfinished: list[str] = []  # why the index is not a finished page
     escapes = 0
     index_page: _Page | None = None
     timed_out = False
@@ -278,18 +278,17 @@ def check_structure(root: Path, cfg: StructureConfig, deadline: float) -> StageS
                 failures.append({"file": rel, "problem": f"HTML parse error: {e}"})
                 continue
             refs, styles = page.refs, page.styles
-            cut, repeated = page.cut_off(text, leftover), page.repeated()
+            found = (["cut off: the file ends inside a tag or with its containers still open"]
+                     if page.cut_off(text, leftover) else [])
+            if page.repeated():
+                found.append(f"one passage repeated {max(page.chunks.values())} times "
+                             "(a generation loop)")
             html_files += 1
-            degenerate += cut or repeated
-            if cut:
-                failures.append({"file": rel, "problem": "cut off: the file ends inside a tag or "
-                                 "with its containers still open"})
-            if repeated:
-                failures.append({"file": rel, "problem": "one passage repeated "
-                                 f"{max(page.chunks.values())} times (a generation loop)"})
+            degenerate += bool(found)
+            failures += [{"file": rel, "problem": p} for p in found]
             if is_index:  # the execution stage gates on these: the page still runs and shows
-                unfinished = failures[len(failures) - cut - repeated:]  # something, so it
-                # ranks above a blank one, in the band of pages that fail in the browser
+                unfinished = found  # something, so it ranks above a blank one, in the band of
+                # pages that fail in the browser
         if is_index:
             checks["index_text"] = True
             index_page = page
@@ -342,7 +341,7 @@ def check_structure(root: Path, cfg: StructureConfig, deadline: float) -> StageS
         "checks": checks,
         "files": n_files,
         "whole_pages": round(whole, 4),
-        "unfinished": [u["problem"] for u in unfinished],
+        "unfinished": unfinished,
         "refs": {"internal": refs_total, "resolved": refs_ok, "fraction": round(ref_fraction, 4),
                  "external": len(external)},
         "content": "static" if content else ("rendered by script" if by_script else "none"),

@@ -108,15 +108,20 @@ class Crawler:
             # next navigation can start well after settle_ms.
             page.wait_for_timeout(max(self.cfg.settle_ms, 250))
 
+    @staticmethod
+    def _wait_while(page: Any, run: Run, busy: Callable[[], bool]) -> None:
+        """Poll `busy` (fed by page events, which Playwright delivers while it waits) for at
+        most QUIET_S, within the page and site budgets."""
+        end = min(time.monotonic() + QUIET_S, run.deadline, run.page_deadline)
+        while busy() and time.monotonic() < end:
+            page.wait_for_timeout(25)
+
     def _quiet(self, page: Any, run: Run) -> None:
         """Until no request of the page is in flight, at most QUIET_S (a page that polls or
         streams never gets quiet), then settle_ms more for what the answers render."""
-        end = min(time.monotonic() + QUIET_S, run.deadline, run.page_deadline)
-        if not run.inflight:
-            return
-        while run.inflight and time.monotonic() < end:
-            page.wait_for_timeout(25)
-        page.wait_for_timeout(self.cfg.settle_ms)
+        if run.inflight:
+            self._wait_while(page, run, lambda: bool(run.inflight))
+            page.wait_for_timeout(self.cfg.settle_ms)
 
     def state(self, page: Any, run: Run) -> tuple[int, float, int, int]:
         """(mutations, document token, dialogs+popups so far, navigations started) of the current
@@ -305,9 +310,7 @@ class Crawler:
         if after[1] == before[1] and after[3] > before[3] and run.nav_requests == navs:
             # The page started leaving, but its request has not reached the router yet (a loaded
             # machine): wait for it (at most QUIET_S; a router may intercept it), then settle.
-            end = min(time.monotonic() + QUIET_S, run.deadline, run.page_deadline)
-            while run.nav_requests == navs and time.monotonic() < end:
-                page.wait_for_timeout(25)
+            self._wait_while(page, run, lambda: run.nav_requests == navs)
             self.settle(page, run, navs)
             after = self._after(page, run, pv, kind, target)
         left = after[1] != before[1]  # a new document token: the page navigated

@@ -184,16 +184,23 @@ def rollout(policy: Any, samples: Sequence[Sample], cfg: AgentConfig, actor: Act
             seed: int | None = None, renderer: Any = None, group_size: int = 1,
             tools: dict[str, Any] | None = None,
             progress: Callable[[int], None] | None = None,
-            image_cache: ImageCache | None = None) -> list[Trajectory]:
+            image_cache: ImageCache | None = None,
+            on_done: Callable[[int, Trajectory], None] | None = None) -> list[Trajectory]:
     """Run one episode per (sample, group member), batched across episodes.
 
     Pass one `image_cache` for a whole training run so samples are decoded once, not per visit.
+    on_done(i, traj) is called once per episode (i: its index in the result) as soon as it is
+    over, while the others may still be generating: a slow reward (a website built and driven
+    in a browser) can start on it at once.
     """
     if cfg.force_mode not in MODES:
         raise ValueError(f"force_mode {cfg.force_mode!r} (valid: {', '.join(MODES)})")
     if cfg.image_position not in ("before", "after"):
         raise ValueError(f"image_position {cfg.image_position!r} (valid: before, after)")
     tools = tools if tools is not None else make_tools(cfg.tools)
+    if renderer is None and "render_html" in tools:  # web agents look at what they wrote
+        from vlmagent.tools.render import default_renderer
+        renderer = default_renderer()
     actor = actor or PolicyActor(policy)
     fmt = protocol.get_format(cfg.format)
     t0 = time.perf_counter()
@@ -204,6 +211,7 @@ def rollout(policy: Any, samples: Sequence[Sample], cfg: AgentConfig, actor: Act
         e.scripted = actor.scripted
         e.traj.timings = {"prompt_s": prompt_s, "generate_s": 0.0, "tools_s": 0.0}
     rnd = 0
+    reported: set[int] = set()
     while active := [e for e in episodes if not e.done]:
         # the budget is checked before spending a generation on it
         active = [e for e in active if not budget_spent(e, cfg)]
@@ -223,11 +231,23 @@ def rollout(policy: Any, samples: Sequence[Sample], cfg: AgentConfig, actor: Act
             _tool_turn(policy, e, result, names, images, cfg, fmt)
         if progress:
             progress(sum(e.done for e in active))
+        if on_done:
+            _report_done(episodes, reported, on_done)
         rnd += 1
+    if on_done:  # episodes the token budget closed before their next turn
+        _report_done(episodes, reported, on_done)
     for e in episodes:
         e.traj.logps = None if e.scripted else e.logps
         e.traj.timings = {k: round(v, 4) for k, v in e.traj.timings.items()}
     return [e.traj for e in episodes]
+
+
+def _report_done(episodes: list[Episode], reported: set[int],
+                 on_done: Callable[[int, Trajectory], None]) -> None:
+    for i, e in enumerate(episodes):
+        if e.done and i not in reported:
+            reported.add(i)
+            on_done(i, e.traj)
 
 
 def step(policy: Any, e: Episode, g: Generation, cfg: AgentConfig,

@@ -90,7 +90,8 @@ def cmd_rollout(args: argparse.Namespace) -> int:
                                     progress=bar.update)
         else:
             trajs = agent.rollout(policy, batch, cfg.agent, seed=args.seed, progress=bar.update)
-    scores = score_episodes(trajs, batch, RewardTerms.from_config(cfg), get_domain(name))
+    scores = score_episodes(trajs, batch, RewardTerms.from_config(cfg), get_domain(name),
+                            cfg=cfg)
     record(trajs, scores)
     trajectory.save(trajs, args.out)
     m = summary(trajs, scores)
@@ -221,6 +222,8 @@ def build_parser() -> argparse.ArgumentParser:
     tp.add_argument("--out", required=True, help="folder to write the model and processor to")
     tp.add_argument("--family", default="qwen2_5_vl", help="qwen2_vl | qwen2_5_vl | qwen3_vl")
     tp.add_argument("--seed", type=int, default=0)
+    tp.add_argument("--corpus", default="base", choices=("base", "web"),
+                    help="tokenizer training text: base, or web (adds HTML/CSS/TSX for webgen)")
     tp.set_defaults(fn=cmd_tiny)
 
     dp = sub.add_parser("debug", help="step an episode turn by turn in a local web page")

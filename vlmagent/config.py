@@ -341,6 +341,9 @@ class StageConfig:
     until: float | None = None  # end once the probe's greedy accuracy >= this (0: run all steps)
     probe_every: int | None = None  # probe before step 1 and every this many steps
     probe_n: int | None = None  # probe samples: the stage's domain, disjoint from train and eval
+    eval_temperature: float | None = None  # held-out evaluation: 0 greedy; 1 sampled (webgen)
+    rollout_chunk: int | None = None  # prompts per generation call in online steps (0: all)
+    overlap_scoring: bool | None = None  # slow rewards (webgen) scored while the rest generates
 
 
 def _default_stage() -> StageConfig:
@@ -350,7 +353,8 @@ def _default_stage() -> StageConfig:
                        eps_low=0.2, eps_high=0.2, token_level=False, drop_equal_groups=True,
                        mode_groups=False, tool_bonus=0.0, adaptive_mode=False, format_weight=0.0,
                        tool_quality_weight=0.0, checkpoint_every=25, n_train=512, eval_n=64,
-                       until=0.0, probe_every=10, probe_n=64)
+                       until=0.0, probe_every=10, probe_n=64, eval_temperature=0.0,
+                       rollout_chunk=0, overlap_scoring=True)
 
 
 @dataclass

@@ -82,9 +82,23 @@ def _corpus(rng: random.Random, lines: int = 3000) -> list[str]:
     return out
 
 
-def build_tokenizer(vocab_size: int = 1536):
+# Tokenizer corpora: "base" (the agent protocol's words) and "web", which adds the lines of
+# the web-generation experts' projects (web/expert.py), so HTML/CSS/TSX pieces are one token
+# each, as in a real Qwen vocabulary, and a tiny model writes a page in a few hundred tokens.
+CORPORA = ("base", "web")
+VOCAB = {"base": 1536, "web": 3072}
+
+
+def build_tokenizer(vocab_size: int | None = None, corpus: str = "base"):
     """A small byte-level BPE with Qwen special tokens, wrapped as transformers' Qwen2Tokenizer."""
     from transformers import Qwen2Tokenizer
+
+    if corpus not in CORPORA:
+        raise ValueError(f"unknown tokenizer corpus {corpus!r} (valid: {', '.join(CORPORA)})")
+    lines = _corpus(random.Random(1234))
+    if corpus == "web":
+        from vlmagent.web.expert import web_corpus
+        lines += web_corpus()
 
     tok = Tokenizer(BPE(unk_token=None, fuse_unk=False, byte_fallback=False))
     tok.normalizer = normalizers.NFC()
@@ -93,9 +107,10 @@ def build_tokenizer(vocab_size: int = 1536):
         pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
     ])
     tok.decoder = decoders.ByteLevel()
-    trainer = BpeTrainer(vocab_size=vocab_size, min_frequency=2, show_progress=False,
+    trainer = BpeTrainer(vocab_size=vocab_size or VOCAB[corpus], min_frequency=2,
+                         show_progress=False,
                          initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
-    tok.train_from_iterator(_corpus(random.Random(1234)), trainer=trainer)
+    tok.train_from_iterator(lines, trainer=trainer)
     model = tok.model
     vocab = model.get_vocab() if hasattr(model, "get_vocab") else tok.get_vocab()
     merges = json.loads(tok.to_str())["model"]["merges"]
@@ -230,13 +245,14 @@ def _processor(family: str, tokenizer, min_pixels: int, max_pixels: int):
 
 
 def make_tiny(family: str = "qwen2_5_vl", seed: int = 0, min_pixels: int = 28 * 28,
-              max_pixels: int = 448 * 448):
-    """A tiny random `family` model (float32, eval mode) and its processor, in memory."""
+              max_pixels: int = 448 * 448, corpus: str = "base"):
+    """A tiny random `family` model (float32, eval mode) and its processor, in memory; `corpus`
+    picks the tokenizer's training text (CORPORA)."""
     from transformers import AutoModelForImageTextToText, GenerationConfig
 
     if family not in TINY_FAMILIES:
         raise ValueError(f"unknown family {family!r}; valid: {', '.join(TINY_FAMILIES)}")
-    tokenizer = build_tokenizer()
+    tokenizer = build_tokenizer(corpus=corpus)
     config = _config(family, tokenizer)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
@@ -248,12 +264,13 @@ def make_tiny(family: str = "qwen2_5_vl", seed: int = 0, min_pixels: int = 28 * 
 
 
 def build_tiny(out_dir: str | Path, family: str = "qwen2_5_vl", seed: int = 0,
-               min_pixels: int = 28 * 28, max_pixels: int = 448 * 448) -> Path:
+               min_pixels: int = 28 * 28, max_pixels: int = 448 * 448,
+               corpus: str = "base") -> Path:
     """Write a tiny random `family` model + processor to `out_dir` (save_pretrained layout).
 
     The processor's pixel budget (`size` shortest_edge/longest_edge) is min_pixels/max_pixels.
     """
-    model, processor = make_tiny(family, seed, min_pixels, max_pixels)
+    model, processor = make_tiny(family, seed, min_pixels, max_pixels, corpus)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(out)
@@ -266,9 +283,11 @@ def add_arguments(ap: argparse.ArgumentParser) -> None:  # for scripts embedding
     ap.add_argument("--out", required=True, help="folder to write the model and processor to")
     ap.add_argument("--family", default="qwen2_5_vl", choices=TINY_FAMILIES)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--corpus", default="base", choices=CORPORA,
+                    help="tokenizer training text: base, or web (adds HTML/CSS/TSX for webgen)")
 
 
 def cli_tiny(args: argparse.Namespace) -> int:
     """`vlmagent tiny --out DIR [--family F] [--seed N]`: build and print the folder."""
-    print(build_tiny(args.out, family=args.family, seed=args.seed))
+    print(build_tiny(args.out, family=args.family, seed=args.seed, corpus=args.corpus))
     return 0

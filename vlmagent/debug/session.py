@@ -285,12 +285,13 @@ class Session:
         s = self.sample
         if not any(t.role == "assistant" for t in ep.traj.turns):
             raise DebugError("nothing to score yet: the policy has not written a turn")
-        if s is None or s.answer is None:
+        name = s.domain if s is not None and s.domain in DOMAINS else self.cfg.domain.name
+        graded = hasattr(get_domain(name), "score_answers")  # webgen: no reference, a cascade
+        if s is None or (s.answer is None and not graded):
             raise DebugError("this sample has no reference answer (give one with the upload)")
         agent.budget_spent(ep, self.acfg)  # no room for another turn: it is over, close it
-        name = s.domain if s.domain in DOMAINS else self.cfg.domain.name
         [r] = score_episodes([ep.traj], [s], RewardTerms.from_config(self.cfg),
-                             get_domain(name))
+                             get_domain(name), cfg=self.cfg)
         self.score = {"reward": r.reward, "accuracy": r.accuracy, "answer": r.answer,
                       "expected": str(s.answer), "check": f"{name}.check", "terms": r.values()}
         ep.traj.reward = r.reward

@@ -1,5 +1,10 @@
-"""What a task domain provides: the `Domain` protocol (zoomqa and zoomgrid follow it; webgen and
+"""What a task domain provides: the `Domain` protocol (zoomqa, zoomgrid and webgen follow it;
 driving will), and `PerceptionDomain` for domains that also feed the perception warm-up.
+
+A domain whose answers are scored in batch (webgen: websites built and driven in a browser by
+worker processes) adds `score_answers(texts, samples) -> list[Answer]` (rewards/episode.py),
+`answer_of` and `responses_jsonl`; evaluation and online RL then score its episodes on a reward
+pool while the policy generates.
 
 A domain is usually a module: its functions and constants satisfy the protocol structurally,
 so the registry (domains/__init__.py) holds the modules themselves.
@@ -46,9 +51,10 @@ class Domain(Protocol):
         """The region to look at, in the frame of the image as the model sees it."""
         ...
 
-    def eval_metrics(self, samples: Sequence[Sample], accuracy: Sequence[float]
-                     ) -> dict[str, float]:
-        """Held-out numbers beyond accuracy/reward (e.g. accuracy per kind)."""
+    def eval_metrics(self, samples: Sequence[Sample], accuracy: Sequence[float],
+                     details: Sequence[dict[str, Any]] | None = None) -> dict[str, float]:
+        """Held-out numbers beyond accuracy/reward (e.g. accuracy per kind); details: each
+        episode's answer-term details (webgen: the cascade's result line)."""
         ...
 
 

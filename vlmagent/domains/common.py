@@ -39,8 +39,10 @@ def seen_box(sample: Sample, seen_size: Callable[[int, int], tuple[int, int]]) -
     return list(to_seen(sample.meta["box"], (w, h), tuple(seen_size(w, h))))
 
 
-def eval_metrics(samples: Sequence[Sample], accuracy: Sequence[float]) -> dict[str, float]:
-    """Held-out accuracy per question kind ("accuracy/<kind>"): which kinds are learnt."""
+def eval_metrics(samples: Sequence[Sample], accuracy: Sequence[float],
+                 details: Sequence[dict] | None = None) -> dict[str, float]:
+    """Held-out accuracy per question kind ("accuracy/<kind>"): which kinds are learnt.
+    (`details`, the answer terms' details, carry nothing more for a closed-set check.)"""
     by_kind: dict[str, list[float]] = {}
     for s, a in zip(samples, accuracy, strict=True):
         by_kind.setdefault(str(s.meta.get("kind", "")), []).append(a)

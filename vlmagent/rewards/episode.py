@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from vlmagent.config import Config, StageConfig, resolve_stage
@@ -36,9 +36,36 @@ _WELL_FORMED = re.compile(
 
 
 class Checker(Protocol):
-    """What the episode reward needs of a domain: its answer check."""
+    """What the episode reward needs of a domain: its answer check. A domain whose answers are
+    scored in batch (webgen: a website cascade in worker processes) also has
+    `score_answers(texts, samples) -> list[Answer]`, which is used instead."""
 
     def check(self, answer_text: str, sample: Sample) -> float: ...
+
+
+@dataclass(frozen=True)
+class Answer:
+    """The answer term of one episode: its value, the accuracy reported for it (the same for a
+    right/wrong check; webgen: value = the cascade reward, accuracy = functional success) and
+    details kept with the reward (webgen: the cascade's result line)."""
+
+    value: float
+    accuracy: float
+    details: dict[str, Any] = field(default_factory=dict)
+
+
+def score_answers(domain: Checker, texts: Sequence[str], samples: Sequence[Sample],
+                  cfg: Config | None = None) -> list[Answer]:
+    """The answer term of each final text: the domain's batch scorer (with the run's config:
+    its reward stages, browser and scoring settings), or its check."""
+    batch = getattr(domain, "score_answers", None)
+    if batch is not None:
+        return list(batch(texts, samples, cfg=cfg))
+    out = []
+    for x, s in zip(texts, samples, strict=True):
+        a = float(domain.check(x, s))
+        out.append(Answer(a, a))
+    return out
 
 
 @dataclass(frozen=True)
@@ -142,29 +169,38 @@ def mode_rewards(group: Sequence[Trajectory], accuracy: Sequence[float]) -> list
 
 # ---------------------------------------------------------------- the reward
 def score_episodes(trajs: Sequence[Trajectory], samples: Sequence[Sample], terms: RewardTerms,
-                   domain: Checker, group_size: int = 1) -> list[EpisodeReward]:
+                   domain: Checker, group_size: int = 1,
+                   answers: Sequence[Answer] | None = None, cfg: Config | None = None
+                   ) -> list[EpisodeReward]:
     """The reward of every episode (samples[i] is trajs[i]'s sample). Groups are runs of
-    `group_size` consecutive episodes of one prompt (the adaptive mode term compares them)."""
+    `group_size` consecutive episodes of one prompt (the adaptive mode term compares them).
+    `answers`: answer terms scored already (online webgen scores them while generating);
+    `cfg`: the config a batch-scored domain's reward uses (webgen: reward, browser, score)."""
     if len(trajs) != len(samples):
         raise ValueError(f"{len(trajs)} episodes but {len(samples)} samples")
     if group_size < 1 or len(trajs) % group_size:
         raise ValueError(f"{len(trajs)} episodes do not split into groups of {group_size}")
     texts = [final_text(t) for t in trajs]
-    acc = [float(domain.check(x, s)) for x, s in zip(texts, samples)]
+    if answers is None:
+        answers = score_answers(domain, texts, samples, cfg)
+    if len(answers) != len(trajs):
+        raise ValueError(f"{len(trajs)} episodes but {len(answers)} answers")
+    acc = [a.accuracy for a in answers]
     adaptive = [0.0] * len(trajs)
     if terms.adaptive_mode:
         for i in range(0, len(trajs), group_size):
             adaptive[i:i + group_size] = mode_rewards(trajs[i:i + group_size],
                                                       acc[i:i + group_size])
     out = []
-    for t, s, text, a, ad in zip(trajs, samples, texts, acc, adaptive):
+    for t, s, text, ans, ad in zip(trajs, samples, texts, answers, adaptive):
+        a = ans.value
         fmt = format_score(assistant_text(t))
         quality = t.meta.get("call_quality") or []
         forced = -MODE_PENALTY if t.forced_mode and not t.mode_matched else 0.0
-        bonus = terms.tool_bonus if a > 0 and t.n_tool_calls > 0 else 0.0
+        bonus = terms.tool_bonus if ans.accuracy > 0 and t.n_tool_calls > 0 else 0.0
         answer = parse_answer(text)
         parts = [
-            TermScore("answer", a, {"answer": answer, "expected": str(s.answer)}),
+            TermScore("answer", a, {"answer": answer, "expected": str(s.answer), **ans.details}),
             TermScore("format", terms.format_weight * fmt, {"score": fmt}),
             TermScore("tool_quality", terms.tool_quality_weight * mean_quality(t),
                       {"calls": list(quality)}),
@@ -175,7 +211,7 @@ def score_episodes(trajs: Sequence[Trajectory], samples: Sequence[Sample], terms
         # summed in this order, the mode term's two parts last, so that rewards equal those
         # of the code this replaced bit for bit (group advantages see no rounding change)
         total = a + parts[1].value + parts[2].value + bonus + forced + ad
-        out.append(EpisodeReward(total, a, answer, parts))
+        out.append(EpisodeReward(total, ans.accuracy, answer, parts))
     return out
 
 
@@ -186,6 +222,9 @@ def record(trajs: Sequence[Trajectory], rewards: Sequence[EpisodeReward]) -> Non
         t.reward = r.reward
         t.meta["accuracy"] = r.accuracy
         t.meta["reward_terms"] = r.values()
+        brief = r.terms[0].details.get("brief") if r.terms else None
+        if brief is not None:  # webgen: what the cascade made of the project, and why
+            t.meta["web"] = brief
 
 
 def summary(trajs: Sequence[Trajectory], rewards: Sequence[EpisodeReward]) -> dict[str, Any]:

@@ -5,6 +5,7 @@ folder and blocks the network; this tool only bounds its input and keeps paths i
 """
 from __future__ import annotations
 
+import atexit
 import io
 from pathlib import Path
 from typing import Any
@@ -16,6 +17,19 @@ from vlmagent.tools.base import Tool, ToolEnv
 from vlmagent.types import ToolResult
 
 MAX_HTML_CHARS = 200_000
+_SHARED: Any = None
+
+
+def default_renderer() -> Any:
+    """This process's renderer for rollouts that were given none: one sandboxed Browser
+    (default browser settings), launched on its first screenshot and closed at exit."""
+    global _SHARED
+    if _SHARED is None:
+        from vlmagent.web.browser import Browser
+
+        _SHARED = Browser()
+        atexit.register(_SHARED.close)
+    return _SHARED
 
 
 class RenderHtmlTool(Tool):

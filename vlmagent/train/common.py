@@ -84,6 +84,7 @@ class StageRun:
     optimizer: torch.optim.Optimizer = None  # type: ignore[assignment]
     scheduler: torch.optim.lr_scheduler.LRScheduler = None  # type: ignore[assignment]
     reference: Any = None  # frozen reference policy, made by stages that need one
+    web: Any = None  # the stage's website reward pool (webgen online stages), closed by close()
 
     def __post_init__(self) -> None:
         params = self.trainable()
@@ -91,6 +92,12 @@ class StageRun:
             raise ValueError(f"stage {self.stage.name}: the policy has no trainable parameters")
         self.optimizer = torch.optim.AdamW(params, lr=self.stage.lr, weight_decay=0.0)
         self.scheduler = make_scheduler(self.optimizer, self.stage)
+
+    def close(self) -> None:
+        """Free what the stage started (reward worker processes)."""
+        if self.web is not None:
+            self.web.close()
+            self.web = None
 
     def trainable(self) -> list[torch.nn.Parameter]:
         return [p for p in self.policy.model.parameters() if p.requires_grad]

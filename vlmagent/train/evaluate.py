@@ -1,40 +1,72 @@
 """Held-out evaluation after every stage, on every domain seen so far (forgetting shows)."""
 from __future__ import annotations
 
+import tempfile
 from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 from vlmagent import agent
 from vlmagent.config import Config, StageConfig
 from vlmagent.domains import get_domain
-from vlmagent.rewards.episode import RewardTerms, record, score_episodes, summary
+from vlmagent.rewards.episode import RewardTerms, final_text, record, score_episodes, summary
 from vlmagent.train.data import EVAL_SEED, PROBE_SEED, samples
 
 
 def evaluate(cfg: Config, policy: Any, domains: list[str], n: int,
-             stage: StageConfig | None = None, batch: int = 16, seed: int = EVAL_SEED
-             ) -> dict[str, dict[str, float]]:
-    """Greedy rollouts on n held-out samples per domain: accuracy (the domain's check of the
-    final answer), reward (the episode reward with the terms of `stage`, or of train.defaults),
-    tool-call rate, plus the domain's own metrics."""
+             stage: StageConfig | None = None, batch: int = 16, seed: int = EVAL_SEED,
+             out_dir: str | Path | None = None) -> dict[str, dict[str, float]]:
+    """Rollouts on n held-out samples per domain: accuracy (the domain's check of the final
+    answer), reward (the episode reward with the terms of `stage`, or of train.defaults),
+    tool-call rate, plus the domain's own metrics. Greedy, unless the stage sets
+    eval_temperature (then sampled, from a fixed seed: every stage sees the same draws).
+
+    A domain with a batch reward (webgen) is scored on a reward pool while later batches
+    generate; with out_dir its answers are written as responses-<scaffold>.jsonl there, the
+    input of `vlmagent score --from-responses`."""
     terms = RewardTerms.from_stage(stage) if stage is not None else RewardTerms.from_config(cfg)
-    greedy = replace(cfg.agent, temperature=0.0)
+    temp = float(stage.eval_temperature or 0.0) if stage is not None else 0.0
+    acfg = replace(cfg.agent, temperature=temp)
     out = {}
     for name in domains:
         domain = get_domain(name)
         held = samples(cfg, policy, name, n, seed + cfg.train.seed)
-        trajs = []
-        for i in range(0, len(held), batch):
-            trajs += agent.rollout(policy, held[i:i + batch], greedy)
-        scores = score_episodes(trajs, held, terms, domain)
+        trajs, answers = _rollouts(cfg, policy, domain, held, acfg, batch,
+                                   seed + cfg.train.seed if temp else None, out_dir)
+        scores = score_episodes(trajs, held, terms, domain, answers=answers)
         record(trajs, scores)
+        details = [r.terms[0].details for r in scores]
         out[name] = {**summary(trajs, scores), "n": len(trajs),
-                     **domain.eval_metrics(held, [r.accuracy for r in scores])}
+                     **domain.eval_metrics(held, [r.accuracy for r in scores], details)}
     return out
 
 
+def _rollouts(cfg: Config, policy: Any, domain: Any, held: list[Any], acfg: Any, batch: int,
+              seed: int | None, out_dir: str | Path | None) -> tuple[list[Any], Any]:
+    if not hasattr(domain, "score_answers"):
+        trajs = []
+        for i in range(0, len(held), batch):
+            trajs += agent.rollout(policy, held[i:i + batch], acfg,
+                                   seed=None if seed is None else seed + i)
+        return trajs, None
+    from vlmagent.rewards.web import WebReward
+
+    trajs = []
+    with tempfile.TemporaryDirectory(prefix="eval-web-") as tmp, WebReward(cfg, tmp) as web:
+        for i in range(0, len(held), batch):
+            trajs += agent.rollout(policy, held[i:i + batch], acfg,
+                                   seed=None if seed is None else seed + i,
+                                   on_done=lambda j, t, off=i: web.submit(
+                                       off + j, final_text(t), held[off + j].meta["scaffold"]))
+        got = web.collect(range(len(trajs)))
+    if out_dir is not None:
+        domain.responses_jsonl(held, [final_text(t) for t in trajs],
+                               Path(out_dir) / "responses.jsonl")
+    return trajs, [domain.answer_of(got[j]) for j in range(len(trajs))]
+
+
 def probe(cfg: Config, policy: Any, stage: StageConfig) -> float:
-    """Greedy accuracy on the stage's probe samples (`probe_n` of its domain, from a seed range
-    of their own: a stage that stops on the probe never sees the numbers it is judged by)."""
+    """Accuracy on the stage's probe samples (`probe_n` of its domain, from a seed range of
+    their own: a stage that stops on the probe never sees the numbers it is judged by)."""
     res = evaluate(cfg, policy, [stage.domain], stage.probe_n, stage, seed=PROBE_SEED)
     return res[stage.domain]["accuracy"]

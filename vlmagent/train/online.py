@@ -19,7 +19,7 @@ from vlmagent import agent, trajectory
 from vlmagent.config import Config
 from vlmagent.domains import get_domain
 from vlmagent.losses import group_advantages, grpo_loss, gspo_loss
-from vlmagent.rewards.episode import RewardTerms, record, score_episodes
+from vlmagent.rewards.episode import RewardTerms, final_text, record, score_episodes
 from vlmagent.train.common import StageRun, pad_masked, shard, step_seed
 from vlmagent.train.data import train_samples
 from vlmagent.types import Trajectory
@@ -34,6 +34,9 @@ def sample_groups(run: StageRun, cfg: Config) -> tuple[list[Trajectory], list[fl
     base = replace(cfg.agent, max_new_tokens=st.max_new_tokens, temperature=st.temperature)
     seed = step_seed(cfg.train.seed, st.name, run.step) + 7919 * run.acc.process_index
     g = st.group_size
+    domain = get_domain(st.domain)
+    samples = [s for s in mine for _ in range(g)]
+    scorer = Scorer(run, cfg, samples) if hasattr(domain, "score_answers") else None
     if st.mode_groups:  # half of each group forced into tool mode, half into text mode
         half = g // 2
         tool = agent.rollout(run.policy, mine, replace(base, force_mode="tool"), seed=seed,
@@ -44,12 +47,53 @@ def sample_groups(run: StageRun, cfg: Config) -> tuple[list[Trajectory], list[fl
         for i in range(len(mine)):
             trajs += tool[i * half:(i + 1) * half] + text[i * (g - half):(i + 1) * (g - half)]
     else:
-        trajs = agent.rollout(run.policy, mine, base, seed=seed, group_size=g)
-    samples = [s for s in mine for _ in range(g)]
-    scores = score_episodes(trajs, samples, RewardTerms.from_stage(st), get_domain(st.domain),
-                            group_size=g)
+        # in chunks of rollout_chunk prompts: a slow reward scores one chunk's episodes (each
+        # as soon as it ends) while the next chunk generates
+        chunk = st.rollout_chunk or len(mine) or 1
+        trajs = []
+        for c in range(0, len(mine), chunk):
+            off = len(trajs)
+            on_done = scorer.on_done(off) if scorer and st.overlap_scoring else None
+            trajs += agent.rollout(run.policy, mine[c:c + chunk], base,
+                                   seed=seed + 104_729 * (c // chunk), group_size=g,
+                                   on_done=on_done)
+    answers = scorer.answers(trajs) if scorer else None
+    scores = score_episodes(trajs, samples, RewardTerms.from_stage(st), domain, group_size=g,
+                            answers=answers)
     record(trajs, scores)
     return trajs, [r.reward for r in scores], samples
+
+
+class Scorer:
+    """A step's episodes on the stage's WebReward (rewards/web.py): each submitted when it ends
+    (overlap_scoring), or all after generation; answers collected before the update."""
+
+    def __init__(self, run: StageRun, cfg: Config, samples: list[Any]):
+        from vlmagent.rewards.web import WebReward
+
+        if run.web is None:  # one per stage and rank; its cache file survives a resume
+            rank = run.acc.process_index
+            run.web = WebReward(cfg, run.out / f"reward_work-rank{rank}",
+                                cache_path=run.out / f"reward_cache-rank{rank}.jsonl")
+        self.web, self.samples, self.run = run.web, samples, run
+        self.prefix = f"s{run.step}"
+        self.submitted: set[int] = set()
+
+    def submit(self, i: int, traj: Trajectory) -> None:
+        self.web.submit(f"{self.prefix}-{i}", final_text(traj), self.samples[i].meta["scaffold"])
+        self.submitted.add(i)
+
+    def on_done(self, offset: int) -> Any:
+        return lambda i, traj: self.submit(offset + i, traj)
+
+    def answers(self, trajs: list[Trajectory]) -> list[Any]:
+        from vlmagent.domains.webgen import answer_of
+
+        for i, t in enumerate(trajs):
+            if i not in self.submitted:
+                self.submit(i, t)
+        got = self.web.collect([f"{self.prefix}-{i}" for i in range(len(trajs))])
+        return [answer_of(got[f"{self.prefix}-{i}"]) for i in range(len(trajs))]
 
 
 def sampled_logps(trajs: list[Trajectory], like: torch.Tensor) -> torch.Tensor:
@@ -94,6 +138,8 @@ def online_step(run: StageRun, cfg: Config, data: Any) -> dict[str, float]:
         live = (r.max(1).values - r.min(1).values) > 0
         keep = [i for i in keep if live[i // g]]
     metrics = _rollout_metrics(trajs, time.perf_counter() - t0)
+    if run.web is not None:  # webgen: the WebGen-R1 numbers and the reward pool's throughput
+        metrics.update(_web_metrics(trajs, run.web, time.perf_counter() - t0))
     metrics["groups_kept"] = len(keep) / max(1, len(trajs))
     batch = [trajs[i] for i in keep]
     # Every rank must make the same optimiser steps (the gradient all-reduce is collective):
@@ -129,6 +175,16 @@ def online_step(run: StageRun, cfg: Config, data: Any) -> dict[str, float]:
     metrics["global_units"] = total_units
     metrics["step_s"] = time.perf_counter() - t0
     return metrics
+
+
+def _web_metrics(trajs: list[Trajectory], web: Any, seconds: float) -> dict[str, float]:
+    web_terms = [t.meta.get("web", {}) for t in trajs]  # rewards/web.py brief()
+    n = max(1, len(trajs))
+    out = {f"web/{k}": sum(w.get(k, 0.0) for w in web_terms) / n
+           for k in ("functional", "rendered", "aesthetic")}
+    out["web/scored"] = float(web.scored)  # projects scored so far this stage (not cached)
+    out["web/wait_s"] = web.busy_s  # time steps spent waiting for rewards, so far
+    return out
 
 
 def _global_sum(run: StageRun, units: float) -> float:

@@ -2,6 +2,9 @@
 
     OUTPUT/<stage>/final/          HF-style export (adapters or full weights, safetensors)
     OUTPUT/<stage>/eval.json       accuracy / reward / tool_call_rate per domain seen so far
+                                   (webgen: + functional_success_rate, valid_render_ratio, ...)
+    OUTPUT/<stage>/responses-<scaffold>.jsonl   webgen: the held-out answers, for `vlmagent score`
+    OUTPUT/<stage>/reward_cache-*.jsonl         webgen online: scored projects (a resume reuses)
     OUTPUT/<stage>/metrics.jsonl   one line per logged step
     OUTPUT/<stage>/checkpoints/    resumable state every checkpoint_every steps
 
@@ -112,11 +115,13 @@ def run(cfg: Config, policy: Any = None) -> dict[str, Any]:
             if st.checkpoint_every and r.step % st.checkpoint_every == 0 and r.step < st.steps:
                 r.save()
         bar.close()
+        r.close()
         if reached:
             acc.print(f"[{st.name}] probe accuracy {metrics['probe_accuracy']:.3f} >= "
                       f"{st.until} at step {r.step} of {st.steps}: stage done")
         with acc.main_process_first():  # rank 0 writes held-out samples, the others read them
-            results[st.name] = evaluate(cfg, policy, seen, st.eval_n, st)
+            results[st.name] = evaluate(cfg, policy, seen, st.eval_n, st,
+                                        out_dir=sdir if acc.is_main_process else None)
         for per_domain in results[st.name].values():
             per_domain["steps"] = r.step  # the steps this stage ran (fewer if it hit `until`)
         final.mkdir(parents=True, exist_ok=True)

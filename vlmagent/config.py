@@ -305,6 +305,8 @@ class DomainConfig:
     kinds: list[str] = field(default_factory=lambda: ["digit", "color", "shape"])
     size: list[int] | None = None  # [width, height] of generated images; None: varied sizes
     data_dir: str = "out/data"  # generated images are written here
+    options: dict[str, Any] = field(default_factory=dict)  # the domain's own settings (webgen:
+    # expert: compact | full, the expert pages SFT learns from); unknown ones are errors
 
 
 @dataclass

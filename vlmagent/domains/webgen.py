@@ -35,25 +35,33 @@ DOMAIN = "webgen"
 VERSION = 1  # bump when the same arguments draw different samples (the sample cache key)
 KINDS = ("static", "vite-react")
 HELDOUT_FROM = 1_000_000  # seeds from here on draw held-out requests (see the docstring)
-COMPACT = True  # experts write the compact page (tiny models); the full one: expert.py
+EXPERTS = ("compact", "full")  # domain.options.expert: the page SFT learns (web/expert.py)
 
 __all__ = ["DOMAIN", "HELDOUT_FROM", "KINDS", "VERSION", "check", "eval_metrics",
            "expert_turns", "load_samples", "make_samples", "save_samples", "score_answers",
            "seen_box"]
 
 
-def prompt_text(rec: dict[str, Any]) -> str:
-    """The user turn: the request, then how to write the answer for its scaffold."""
+def prompt_text(rec: dict[str, Any], instructions: bool = True) -> str:
+    """The user turn: the request, then how to write the answer for its scaffold (left out for
+    tiny models that learn the format from the experts: 190 fewer tokens per episode)."""
+    if not instructions:
+        return rec["prompt"]
     return f"{rec['prompt']}\n\n{webgen.instructions(webgen.load_scaffold(rec['scaffold']))}"
 
 
 def make_samples(n: int, seed: int, out_dir: str | Path, kinds: Sequence[str] = ("static",),
                  size: tuple[int, int] | None = None,
-                 seen_size: Callable[[int, int], tuple[int, int]] | None = None
-                 ) -> list[Sample]:
+                 seen_size: Callable[[int, int], tuple[int, int]] | None = None,
+                 expert: str = "full", instructions: bool = True) -> list[Sample]:
     """n requests of the scaffolds in `kinds`, drawn without repeats while the split lasts
-    (train split below HELDOUT_FROM, held-out from there); nothing is written to out_dir."""
+    (train split below HELDOUT_FROM, held-out from there); out_dir is made (no images).
+    Options (domain.options): `expert`, compact pages for tiny models or full ones;
+    `instructions`, whether the prompt says how to format the answer (prompt_text)."""
     check_kinds(DOMAIN, kinds, KINDS)
+    if expert not in EXPERTS:
+        raise ValueError(f"domain.options.expert: {expert!r} (valid: {', '.join(EXPERTS)})")
+    Path(out_dir).mkdir(parents=True, exist_ok=True)  # the caller writes samples.jsonl there
     split = "heldout" if seed >= HELDOUT_FROM else "train"
     pool = load_prompts(split=split, scaffolds=list(kinds))
     if not pool:
@@ -65,10 +73,11 @@ def make_samples(n: int, seed: int, out_dir: str | Path, kinds: Sequence[str] = 
     out = []
     for i, rec in enumerate(order[:n]):
         rep = i // len(pool)
-        out.append(Sample(id=rec["id"] + (f"~{rep}" if rep else ""), prompt=prompt_text(rec),
+        out.append(Sample(id=rec["id"] + (f"~{rep}" if rep else ""),
+                          prompt=prompt_text(rec, instructions),
                           domain=DOMAIN, meta={"kind": rec["scaffold"], "scaffold": rec["scaffold"],
                                                "category": rec["category"], "split": split,
-                                               "spec": rec["spec"], "record": rec}))
+                                               "expert": expert, "record": rec}))
     return out
 
 
@@ -81,20 +90,22 @@ def expert_turns(sample: Sample, mode: str, seen_size_fn: Callable[[int, int], t
     """text mode: the project at once; tool mode: render the index page's draft (its CSS
     inlined, since an HTML string has no folder to load style.css from), then the project."""
     rec = _record(sample)
-    answer = expert_response(rec, compact=COMPACT)
+    compact = sample.meta.get("expert") == "compact"
+    answer = expert_response(rec, compact=compact)
     if mode == "text":
         return [f"<think_no_tools></think_no_tools>\n{answer}"]
     if mode != "tool":
         raise ValueError(f"unknown mode {mode!r} (valid: tool, text)")
-    call = get_format(fmt).render_call(ToolCall("render_html", {"html": draft_html(rec)}))
+    call = get_format(fmt).render_call(ToolCall("render_html",
+                                                {"html": draft_html(rec, compact)}))
     return [f"<think_with_tools>Draft the page and look at it.{call}",
             f"</think_with_tools>\n{answer}"]
 
 
-def draft_html(rec: dict[str, Any]) -> str:
+def draft_html(rec: dict[str, Any], compact: bool = False) -> str:
     """One self-contained HTML page to look at before answering: the static expert's index
     with its stylesheet inlined (for vite-react, the static page of the same request)."""
-    files = expert_files({**rec, "scaffold": "static"}, compact=COMPACT)
+    files = expert_files({**rec, "scaffold": "static"}, compact=compact)
     html = files["index.html"]
     css = files.get("style.css", "")
     link = '<link rel="stylesheet" href="style.css">'

@@ -10,6 +10,10 @@ generated; `collect` waits for the keys a step needs. The result of every projec
 same `rejected` line for a response that is not a project, the same cascade and composition), so
 the reward that trains the policy is the reward the batch scorer reports.
 
+The pool is advanced by a pump thread (the pool itself is single-threaded: every call to it
+holds one lock): a worker that finishes while the policy is generating gets the next queued
+project at once, and a project over its time limit is killed on time, not at the next submit.
+
 One pool per scaffold: a scaffold that builds (vite-react) has the build stage in its cascade
 (scoring/responses.py: with_scaffold), which changes the number of stages and so the reward's
 composition. Identical projects are scored once (the pool's cache: content hash + config), and
@@ -19,6 +23,7 @@ from __future__ import annotations
 
 import re
 import shutil
+import threading
 import time
 from collections.abc import Hashable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -32,8 +37,8 @@ from vlmagent.web import webgen
 
 # the checks a functional site passes in full (rewards/execution.py); "interactive" only counts
 # when the page had something to click or fill
-FUNCTIONAL_CHECKS = ("loads", "renders", "no_exceptions", "console_clean", "links_ok",
-                     "interactive")
+FUNCTIONAL_CHECKS = ("loads", "renders", "no_exceptions", "console_clean", "requests_ok",
+                     "sandbox_clean", "links_ok", "interactive")
 
 
 @dataclass
@@ -53,8 +58,10 @@ def line_metrics(line: dict[str, Any]) -> dict[str, float]:
     """WebGen-R1's numbers for one result line (a training result or a `vlmagent score` line):
 
     functional   1.0 when execution passed and every functional check is full (the page loads
-                 and renders, no uncaught exception or console error, every internal link works,
-                 every element it could use changed the page)
+                 and renders, no uncaught exception or console error, no sub-request failed,
+                 none was blocked (outside the site and the CDN mirror: in the sandbox the page
+                 goes without it), every internal link works, every element it could use
+                 changed the page)
     rendered     1.0 when the index page rendered something (not blank): the valid render ratio
     aesthetic    the aesthetics stage's score x 5 (0-5); 0.0 when it did not run (nothing to see)
     built        1.0 / 0.0 when the cascade has a build stage that ran; absent otherwise
@@ -77,12 +84,23 @@ def brief(score: WebScore) -> dict[str, Any]:
     """A project's verdict, short enough to keep on every trajectory: the reward, its WebGen-R1
     numbers, each stage's score, and the first reason it lost points."""
     line = score.line
+    stages = line.get("stages", [])
     reason = line.get("error")
-    for s in line.get("stages", []):
+    for s in stages:  # the first failed stage's problem, else the first problem any stage saw
         d = s.get("details", {})
         if reason is None and not s["passed"]:
             reason = d.get("problem") or next(iter(d.get("problems", [])), None) or \
                 f"{s['name']} failed"
+    for s in stages:
+        d = s.get("details", {})
+        if reason is None and s["score"] < 1.0:
+            reason = next(iter(d.get("problems", [])), None) or next(
+                iter(d.get("failures", [])), None)
+    if reason is None and stages and min(s["score"] for s in stages) < 1.0:
+        low = min(stages, key=lambda s: s["score"])
+        reason = f"{low['name']} scored {low['score']:.3f}"
+    if isinstance(reason, dict):  # a structure failure: {"file", "problem"}
+        reason = f"{reason.get('file')}: {reason.get('problem')}"
     return {"reward": score.reward, **score.metrics, "reason": reason,
             "stages": {s["name"]: round(float(s["score"]), 4) for s in line.get("stages", [])}}
 
@@ -110,15 +128,20 @@ class WebReward:
     """Submit responses as their episodes end; collect their cascade results before a step."""
 
     def __init__(self, cfg: Config, workdir: str | Path, workers: int | None = None,
-                 cache_path: str | Path | None = None):
+                 cache_path: str | Path | None = None, pump_s: float = 0.02):
         self.cfg, self.workdir = cfg, Path(workdir)
         self.workers = workers or cfg.score.workers
         self.cache_path = Path(cache_path) if cache_path else None
         self.pools: dict[str, tuple[Config, webgen.Scaffold, Any]] = {}
         self.pending: dict[Hashable, tuple[str, Path | None, list[dict[str, str]]]] = {}
         self.ready: dict[Hashable, WebScore] = {}  # rejected responses: known at submit
+        self.finished: dict[Hashable, Any] = {}  # pool results not collected yet (Done)
         self.busy_s = 0.0  # time collect() spent waiting for results (not overlapped)
         self.scored = 0
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._pump_s = pump_s
+        self._thread: threading.Thread | None = None
 
     def _pool(self, scaffold: str) -> tuple[Config, webgen.Scaffold, Any]:
         if scaffold not in self.pools:  # lazily: a static-only run never starts a build pool
@@ -133,47 +156,66 @@ class WebReward:
             pool = RewardPool(cfg, self.workers, self.workdir / "artifacts" / scaffold,
                               link_base=self.workdir, cache_path=cache)
             self.pools[scaffold] = (cfg, sc, pool)
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._pump, name="web-reward-pump",
+                                                daemon=True)
+                self._thread.start()
         return self.pools[scaffold]
+
+    def _pump(self) -> None:
+        while not self._stop.wait(self._pump_s):
+            with self._lock:
+                self._poll()
+
+    def _poll(self) -> None:  # holds the lock
+        for _, _, pool in list(self.pools.values()):
+            for d in pool.poll(0.0):
+                self.finished[d.key] = d
 
     def submit(self, key: Hashable, text: Any, scaffold: str) -> None:
         """Parse and materialise `text` now (milliseconds) and queue its project for scoring."""
         if key in self.pending or key in self.ready:
             raise ValueError(f"key {key!r} was submitted already")
-        cfg, sc, pool = self._pool(scaffold)
+        with self._lock:
+            cfg, sc, pool = self._pool(scaffold)
         root = self.workdir / "projects" / _folder(key)
         prep = webgen.prepare(text, sc, root, cfg.webgen)
         if prep.root is None:  # not a project: its structure failure, as score writes it
             r = rejected(prep, text, len(cfg.reward.stages), cfg.reward.weights).to_dict()
             self.ready[key] = self._score({**r, "error": None}, cfg)
             return
-        pool.submit(key, prep.root, site_hash(prep.root))
+        chash = site_hash(prep.root)
+        with self._lock:
+            pool.submit(key, prep.root, chash)
         self.pending[key] = (scaffold, prep.root, prep.ignored)
 
     def collect(self, keys: Iterable[Hashable]) -> dict[Hashable, WebScore]:
         """The results of `keys` (waits for those still being scored); their folders go."""
         keys = list(keys)
         out = {k: self.ready.pop(k) for k in keys if k in self.ready}
+        missing = [k for k in keys if k not in out and k not in self.pending]
+        if missing:
+            raise KeyError(f"key {missing[0]!r} was never submitted")
         t0 = time.monotonic()
-        by_scaffold: dict[str, list[Hashable]] = {}
-        for k in keys:
-            if k not in out:
-                if k not in self.pending:
-                    raise KeyError(f"key {k!r} was never submitted")
-                by_scaffold.setdefault(self.pending[k][0], []).append(k)
-        for scaffold, ks in by_scaffold.items():
-            cfg, _, pool = self.pools[scaffold]
-            done = pool.wait(ks)
-            for k in ks:
-                d = done[k]
-                _, root, ignored = self.pending.pop(k)
-                r = d.result or {"reward": 0.0, "stages": []}
-                line = {"reward": float(r["reward"]), "stages": r["stages"],
-                        "content_hash": d.content_hash, "error": d.error or r.get("error")}
-                note_ignored(line["stages"], ignored)
-                out[k] = self._score(line, cfg)
-                self.scored += not d.cached
-                if root is not None:
-                    shutil.rmtree(root, ignore_errors=True)
+        want = [k for k in keys if k not in out]
+        while True:
+            with self._lock:
+                self._poll()
+                if all(k in self.finished for k in want):
+                    break
+            time.sleep(self._pump_s)
+        for k in want:
+            d = self.finished.pop(k)
+            scaffold, root, ignored = self.pending.pop(k)
+            cfg = self.pools[scaffold][0]
+            r = d.result or {"reward": 0.0, "stages": []}
+            line = {"reward": float(r["reward"]), "stages": r["stages"],
+                    "content_hash": d.content_hash, "error": d.error or r.get("error")}
+            note_ignored(line["stages"], ignored)
+            out[k] = self._score(line, cfg)
+            self.scored += not d.cached
+            if root is not None:
+                shutil.rmtree(root, ignore_errors=True)
         self.busy_s += time.monotonic() - t0
         return out
 
@@ -183,16 +225,21 @@ class WebReward:
         return WebScore(float(line["reward"]), line, line_metrics(line))
 
     def stats(self) -> dict[str, float]:
-        """Counts over every pool: projects scored, cache hits, worker restarts, ..."""
+        """The pools' counters summed (scoring/pool.py PoolStats: scored, cache_hits, attached,
+        errors, worker_restarts, busy_s, job_s), and projects scored per busy second."""
         total: dict[str, float] = {}
         for _, _, pool in self.pools.values():
-            for k, v in vars(pool.stats).items() if hasattr(pool.stats, "__dict__") else \
-                    dict(pool.stats).items():
-                if isinstance(v, (int, float)):
-                    total[k] = total.get(k, 0) + v
+            for k, v in vars(pool.stats).items():
+                total[k] = total.get(k, 0) + v
+        busy = total.get("busy_s", 0.0)
+        total["scored_per_s"] = total.get("scored", 0) / busy if busy else 0.0
         return total
 
     def close(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+            self._thread = None
         for _, _, pool in self.pools.values():
             pool.close()
         self.pools.clear()

@@ -3,8 +3,8 @@ out. Site folders (sites.py) and model responses (responses.py) only make the jo
 
 Shape: the parent process goes through the jobs in order. A job already in the results file
 (`--resume`) keeps its line; a job with a precomputed line (a rejected response) gets it at once;
-the rest are grouped by content hash, and each hash is handed once to N worker processes; each
-worker owns one browser (a fresh context per site) and one Cascade. A worker that exceeds the hard
+the rest are grouped by content hash, and each hash is submitted once to a RewardPool (pool.py:
+N worker processes, each with one browser and one Cascade). A worker that exceeds the hard
 per-site wall time (score.site_timeout_s, counted from when the worker is up; starting a worker
 and its browser has a limit of the same length), or dies, is killed with its whole process group
 (its Chromium included) and replaced; the site still gets a line, with `error` set. Every job
@@ -21,25 +21,18 @@ from __future__ import annotations
 
 import copy
 import json
-import logging
-import multiprocessing as mp
-import os
-import signal
 import time
-from collections import deque
-from collections.abc import Callable, Hashable, Iterator, Sequence
+from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass, field
-from multiprocessing.connection import wait
 from pathlib import Path
 from typing import Any
 
 from tqdm import tqdm
 
-from vlmagent.config import Config, from_dict, to_dict
+from vlmagent.config import Config
+from vlmagent.scoring.pool import RewardPool
 
-log = logging.getLogger("vlmagent.score")
 RESUME_BY = ("content", "id")
-READY = "ready"  # a worker's first message: its browser and cascade are up
 
 
 @dataclass
@@ -164,16 +157,26 @@ def run_jobs(jobs: Sequence[Job], out: str | Path, cfg: Config, *, resume_by: st
                 todo.setdefault(job.content_hash, []).append(job)
         bar = tqdm(total=len(jobs), initial=len(final), desc="scoring", unit=unit,
                    disable=not progress, mininterval=0.5)
-        n_workers = max(1, min(workers or cfg.score.workers, len(todo) or 1))
-        for first, result, error, elapsed in _run_pool(todo, cfg, n_workers, artifacts_root,
-                                                       out.parent):
-            for k, job in enumerate(todo[first.content_hash]):
-                line = result_line(job, result, error, elapsed)
-                if decorate is not None:
-                    line = decorate(job, {**line, "stages": copy.deepcopy(line["stages"])})
-                emit(line)
-                duplicates += k > 0  # the same bytes twice: scored once
-                bar.update(1)
+        if todo:
+            n_workers = max(1, min(workers or cfg.score.workers, len(todo)))
+            # Keyed by the first job's name (the pool logs it); the jobs sharing its hash are
+            # fanned out here, so their lines stay together and in order.
+            with RewardPool(cfg, n_workers, artifacts_root, out.parent) as pool:
+                for group in todo.values():
+                    assert group[0].path is not None
+                    pool.submit(group[0].name, group[0].path, group[0].content_hash)
+                left = len(todo)
+                while left:
+                    for d in pool.poll(timeout=3600.0):
+                        left -= 1
+                        for k, job in enumerate(todo[d.content_hash]):
+                            line = result_line(job, d.result, d.error, d.seconds)
+                            if decorate is not None:
+                                line = decorate(job, {**line,
+                                                      "stages": copy.deepcopy(line["stages"])})
+                            emit(line)
+                            duplicates += k > 0  # the same bytes twice: scored once
+                            bar.update(1)
         bar.close()
 
     lines = [final[j.name] for j in jobs if j.name in final]
@@ -182,121 +185,6 @@ def run_jobs(jobs: Sequence[Job], out: str | Path, cfg: Config, *, resume_by: st
         from vlmagent.scoring.report import write_report
         write_report(lines, Path(report), summary, results_dir=out.parent)
     return summary
-
-
-# ---------------------------------------------------------------- worker side
-def _worker_main(conn: Any, cfg_dict: dict[str, Any]) -> None:
-    os.setsid()  # own process group: the parent can kill us together with our Chromium
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
-    from vlmagent.rewards import SiteContext, build_cascade
-    from vlmagent.web.browser import Browser
-
-    cfg = from_dict(Config, cfg_dict, "<worker>")
-    with Browser(cfg.browser) as browser:
-        cascade = build_cascade(cfg, browser)
-        try:
-            conn.send(READY)
-        except (BrokenPipeError, OSError):
-            return
-        while True:
-            try:
-                msg = conn.recv()
-            except (EOFError, OSError):
-                return
-            if msg is None:
-                return
-            path, chash, artifacts, link_base = msg
-            site = SiteContext(Path(path), chash, Path(artifacts), Path(link_base))
-            try:
-                conn.send(cascade(site).to_dict())
-            except (BrokenPipeError, OSError):
-                return
-
-
-class _Worker:
-    def __init__(self, ctx: Any, cfg_dict: dict[str, Any]):
-        self.conn, child = ctx.Pipe()
-        self.proc = ctx.Process(target=_worker_main, args=(child, cfg_dict), daemon=True)
-        self.proc.start()
-        child.close()
-        self.job: Job | None = None
-        self.started = 0.0
-        self.ready = False  # its browser is up: the clock of its job restarts then
-
-    def kill(self) -> None:
-        try:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-        except (ProcessLookupError, PermissionError):
-            self.proc.kill()
-        self.proc.join(5)
-        self.conn.close()
-
-    def stop(self) -> None:
-        try:
-            self.conn.send(None)
-        except (BrokenPipeError, OSError):
-            pass
-        self.proc.join(10)
-        if self.proc.is_alive():
-            self.kill()
-
-
-def _run_pool(todo: dict[str, list[Job]], cfg: Config, n_workers: int, artifacts_root: Path,
-              link_base: Path) -> Iterator[tuple[Job, dict[str, Any] | None, str | None, float]]:
-    """Score the first job of each content hash on n_workers processes; yields
-    (job, RewardResult dict or None, error or None, seconds) as each one finishes."""
-    if not todo:
-        return
-    ctx = mp.get_context("spawn")  # fork + Playwright threads do not mix
-    cfg_dict = to_dict(cfg)
-    queue = deque(jobs[0] for jobs in todo.values())
-    pool = [_Worker(ctx, cfg_dict) for _ in range(n_workers)]
-    limit = cfg.score.site_timeout_s
-    try:
-        while queue or any(w.job for w in pool):
-            for w in pool:
-                if w.job is None and queue:
-                    w.job = queue.popleft()
-                    w.started = time.monotonic()
-                    assert w.job.path is not None
-                    msg = (str(w.job.path.resolve()), w.job.content_hash,
-                           str((artifacts_root / w.job.content_hash[:16]).resolve()),
-                           str(link_base.resolve()))
-                    w.conn.send(msg)
-            busy = [w for w in pool if w.job]
-            ready = wait([w.conn for w in busy] + [w.proc.sentinel for w in busy], timeout=0.5)
-            for i, w in enumerate(pool):
-                if w.job is None:
-                    continue
-                job, elapsed = w.job, time.monotonic() - w.started
-                error, result = None, None
-                if w.conn in ready:
-                    try:
-                        result = w.conn.recv()
-                    except (EOFError, OSError):
-                        error = f"worker died (exit code {w.proc.exitcode})"
-                    if result == READY:  # the site's time starts when its worker can score it
-                        w.ready, w.started = True, time.monotonic()
-                        continue
-                elif w.proc.sentinel in ready or not w.proc.is_alive():
-                    error = f"worker died (exit code {w.proc.exitcode})"
-                elif elapsed > limit:
-                    error = (f"timed out after {limit:.0f} s; worker and browser killed"
-                             if w.ready else f"worker did not start within {limit:.0f} s")
-                else:
-                    continue
-                if error:
-                    log.warning("%s: %s", job.name, error)
-                    w.kill()
-                    pool[i] = w = _Worker(ctx, cfg_dict)
-                w.job = None
-                yield job, result, error, elapsed
-    finally:
-        for w in pool:
-            if w.job is not None:
-                w.kill()
-            else:
-                w.stop()
 
 
 # ---------------------------------------------------------------- summary

@@ -34,6 +34,7 @@ def sample_key(cfg: Config, policy: Any, domain: str, n: int, seed: int) -> str:
     pixel budget and the processor's patch factor, which set the size the model sees)."""
     settings = {"domain": domain, "version": get_domain(domain).VERSION, "n": n, "seed": seed,
                 "kinds": list(cfg.domain.kinds), "size": cfg.domain.size,
+                **({"options": cfg.domain.options} if cfg.domain.options else {}),
                 "min_pixels": cfg.agent.min_pixels, "max_pixels": cfg.agent.max_pixels,
                 "factor": getattr(policy, "patch_factor", None)}
     digest = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:12]
@@ -47,9 +48,15 @@ def samples(cfg: Config, policy: Any, domain: str, n: int, seed: int) -> list[Sa
     index = out / "samples.jsonl"
     if index.exists():
         return mod.load_samples(index)
-    made = mod.make_samples(n, seed, out, kinds=tuple(cfg.domain.kinds),
-                            size=tuple(cfg.domain.size) if cfg.domain.size else None,
-                            seen_size=seen_fn(policy, cfg.agent))
+    try:
+        made = mod.make_samples(n, seed, out, kinds=tuple(cfg.domain.kinds),
+                                size=tuple(cfg.domain.size) if cfg.domain.size else None,
+                                seen_size=seen_fn(policy, cfg.agent), **cfg.domain.options)
+    except TypeError as e:
+        if cfg.domain.options and "unexpected keyword" in str(e):
+            raise ValueError(f"domain.options: {domain} has no option in "
+                             f"{sorted(cfg.domain.options)} ({e})") from None
+        raise
     tmp = index.with_suffix(f".{os.getpid()}.tmp")  # ranks may race: each writes its own
     mod.save_samples(made, tmp)
     tmp.replace(index)  # atomic: a half-written index is never read

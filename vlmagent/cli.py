@@ -129,7 +129,7 @@ def cmd_seeds(args: argparse.Namespace) -> int:
         raise UsageError("--jobs must be at least 1")
     try:
         run_seeds(args.config, seeds, args.out, args.overrides + args.extra,
-                  tiny_family=args.tiny, jobs=args.jobs)
+                  tiny_family=args.tiny, jobs=args.jobs, tiny_corpus=args.tiny_corpus)
     except ValueError as e:  # a bad stage list: name it, as for any config error
         raise UsageError(f"{args.config}: {e}") from None
     print((Path(args.out) / "seeds.md").read_text())
@@ -214,6 +214,8 @@ def build_parser() -> argparse.ArgumentParser:
     sdp.add_argument("--out", required=True, help="folder: seed-S/ runs, seeds.json, seeds.md")
     sdp.add_argument("--tiny", metavar="FAMILY",
                      help="build a tiny model of this family per seed (init seed = seed)")
+    sdp.add_argument("--tiny-corpus", default="base", choices=("base", "web"),
+                     help="the tiny models' tokenizer text (web: for webgen recipes)")
     sdp.add_argument("--jobs", type=int, default=1, help="seeds trained at once")
     sdp.set_defaults(fn=cmd_seeds)
 

@@ -26,7 +26,9 @@ from typing import Any
 T975 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306,
         9: 2.262, 10: 2.228, 11: 2.201, 12: 2.179, 13: 2.160, 14: 2.145, 15: 2.131, 16: 2.120,
         17: 2.110, 18: 2.101, 19: 2.093, 20: 2.086, 25: 2.060, 30: 2.042}
-METRICS = ("accuracy", "reward", "tool_call_rate", "steps")  # in the table; the JSON has all
+# in the table when a domain reports them (webgen: WebGen-R1's three); the JSON has all
+METRICS = ("accuracy", "reward", "tool_call_rate", "functional_success_rate",
+           "valid_render_ratio", "aesthetic_score", "steps")
 
 
 def parse_seeds(text: str) -> list[int]:
@@ -102,7 +104,8 @@ def _stage_results(run_dir: Path, stages: list[str]) -> dict[str, Any] | None:
 
 
 def run_seeds(config: str, seeds: list[int], out: str | Path, overrides: list[str],
-              tiny_family: str | None = None, jobs: int = 1) -> dict[str, Any]:
+              tiny_family: str | None = None, jobs: int = 1, tiny_corpus: str = "base"
+              ) -> dict[str, Any]:
     """Train `config` once per seed (in `jobs` parallel processes), then aggregate."""
     from vlmagent import config as config_mod
     from vlmagent.train.pipeline import resolve_stages
@@ -121,7 +124,8 @@ def run_seeds(config: str, seeds: list[int], out: str | Path, overrides: list[st
     while todo or running:
         while todo and len(running) < jobs:
             s = todo.pop(0)
-            running[s] = (_launch(config, s, out, overrides, tiny_family, env), time.time())
+            running[s] = (_launch(config, s, out, overrides, tiny_family, env, tiny_corpus),
+                          time.time())
             print(f"[seeds] seed {s}: started (log: {out}/seed-{s}.log)", flush=True)
         time.sleep(1.0)
         for s, (proc, t0) in list(running.items()):
@@ -147,14 +151,15 @@ def run_seeds(config: str, seeds: list[int], out: str | Path, overrides: list[st
 
 
 def _launch(config: str, seed: int, out: Path, overrides: list[str], tiny_family: str | None,
-            env: dict[str, str]) -> subprocess.Popen:
+            env: dict[str, str], corpus: str = "base") -> subprocess.Popen:
     run_dir = out / f"seed-{seed}"
     args = [f"train.seed={seed}", f"train.output_dir={run_dir}"]
     if tiny_family:  # the tiny model's init seed follows the training seed
-        model = out / "models" / f"{tiny_family}-seed{seed}"
+        tag = "" if corpus == "base" else f"-{corpus}"
+        model = out / "models" / f"{tiny_family}-seed{seed}{tag}"
         if not (model / "config.json").exists():
             from vlmagent.tiny import build_tiny
-            build_tiny(model, family=tiny_family, seed=seed)
+            build_tiny(model, family=tiny_family, seed=seed, corpus=corpus)
         args.append(f"policy.path={model}")
     cmd = [sys.executable, "-m", "vlmagent.cli", "train", config, *overrides, *args]
     log = open(out / f"seed-{seed}.log", "a")  # noqa: SIM115 (closed when the run ends)

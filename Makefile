@@ -24,7 +24,7 @@ endef
 .PHONY: help setup demo test test-fast lint bench clean
 
 help:
-	@echo "make demo       install, score the example sites and model responses, train a tiny zoom agent"
+	@echo "make demo       install, score the example sites and model responses, train a tiny zoom agent and a tiny web agent"
 	@echo "make test       install, then run the whole test suite"
 	@echo "make test-fast  the suite without tests marked slow"
 	@echo "make lint       ruff check"
@@ -44,10 +44,14 @@ demo: setup
 		--policy expert policy.path=out/demo/tiny domain.data_dir=out/demo/data
 	$(VENV)/bin/vlmagent train configs/zoomqa_cascade_short.yaml policy.path=out/demo/tiny \
 		train.output_dir=out/demo/cascade domain.data_dir=out/demo/data
+	@test -f out/demo/tiny-web/config.json || $(VENV)/bin/vlmagent tiny --out out/demo/tiny-web --corpus web
+	$(VENV)/bin/vlmagent train configs/webgen_tiny_short.yaml policy.path=out/demo/tiny-web \
+		train.output_dir=out/demo/webgen domain.data_dir=out/demo/data
 	@echo "demo: website scores in $(CURDIR)/out/demo/results.jsonl"
 	@echo "demo: report         in $(CURDIR)/out/demo/report.html (model responses: responses.html)"
 	@echo "demo: trajectories   in $(CURDIR)/out/demo/traj.jsonl (images in out/demo/traj.images/)"
 	@echo "demo: training curve in $(CURDIR)/out/demo/cascade/<stage>/eval.json"
+	@echo "demo: web generation in $(CURDIR)/out/demo/webgen/<stage>/eval.json (projects: responses-static.jsonl)"
 	@if [ -n "$$DISPLAY" ] && command -v xdg-open >/dev/null; then xdg-open out/demo/report.html; fi
 
 test: setup

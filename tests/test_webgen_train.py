@@ -272,6 +272,62 @@ def test_pipeline_webgen_eval_outputs_and_responses_rescore(tmp_path, tiny_web):
     assert "web/functional" in m[-1] and m[-1]["web/scored"] >= 0
 
 
+class Stop(Exception):
+    pass
+
+
+@pytest.mark.slow
+def test_killed_online_stage_resumes_exactly_with_its_reward_cache(tmp_path, tiny_web,
+                                                                    monkeypatch):
+    """Interrupted after its step-1 checkpoint, the stage resumes at step 1, ends with the
+    weights of an uninterrupted run, and scores nothing again that its cache holds."""
+    from safetensors.torch import load_file
+
+    texts = _responses()
+    pick = ["good", "js_error"]  # by place in the group: every step replays the same two
+    stages = "[{kind: grpo, steps: 2, checkpoint_every: 1}]"
+    real = agent.rollout
+
+    def replay(policy):
+        def scripts(ep):
+            return [texts[pick[int(ep.traj.id.rsplit("#", 1)[1]) % len(pick)]]]
+        monkeypatch.setattr(online.agent, "rollout", lambda *a, **kw: real(
+            *a, **{**kw, "actor": ReplayActor(policy, scripts)}))
+
+    def train(root: Path, stop_at: int | None = None) -> dict:
+        root.mkdir(exist_ok=True)
+        cfg = config.load(cfg_file(root, tiny_web, stages, eval_n=2), ["train.log_every=1"])
+        policy = Policy.from_config(cfg.policy)
+        replay(policy)
+        if stop_at is not None:
+            groups = online.sample_groups
+
+            def killed(run, c):
+                if run.step == stop_at:
+                    raise Stop
+                return groups(run, c)
+            monkeypatch.setattr(online, "sample_groups", killed)
+        try:
+            pipeline.run(cfg, policy)
+        finally:
+            monkeypatch.undo()
+        return load_file(str(root / "out" / "grpo" / "final" / "trainable.safetensors"))
+
+    ref = train(tmp_path / "ref")
+    with pytest.raises(Stop):
+        train(tmp_path / "run", stop_at=1)
+    stage = tmp_path / "run" / "out" / "grpo"
+    assert (stage / "checkpoints" / "step-000001" / "complete").exists()
+    cache = stage / "reward_cache-rank0-static.jsonl"
+    n_cached = len(cache.read_text().splitlines())
+    assert n_cached >= 2  # the first step's projects, scored once each
+    got = train(tmp_path / "run")
+    assert all(torch.equal(ref[k], got[k]) for k in ref)  # as if never interrupted
+    lines = [json.loads(x) for x in (stage / "metrics.jsonl").read_text().splitlines()]
+    assert lines[-1]["step"] == 2 and lines[-1]["web/scored"] == 0  # all from the cache
+    assert len(cache.read_text().splitlines()) == n_cached
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("procs", [1, 2])
 def test_webgen_train_under_accelerate(tmp_path, tiny_web, procs):

@@ -102,20 +102,22 @@ def run(cfg: Config, policy: Any = None) -> dict[str, Any]:
         reached = bool(st.until) and r.step == 0 and _probe_reached(cfg, policy, st, acc, metrics)
         if reached:  # already there before the first step: the stage has nothing to do
             r.log(metrics)
-        while r.step < st.steps and not reached:
-            metrics = step_fn(r, cfg, data)
-            r.step += 1
-            bar.update(1)
-            if st.until and r.step % st.probe_every == 0:
-                reached = _probe_reached(cfg, policy, st, acc, metrics)
-            if r.step % cfg.train.log_every == 0 or r.step == st.steps or reached:
-                r.log(metrics)
-                bar.set_postfix({k: f"{v:.3g}" for k, v in metrics.items()
-                                 if k in ("loss", "reward", "accuracy", "probe_accuracy")})
-            if st.checkpoint_every and r.step % st.checkpoint_every == 0 and r.step < st.steps:
-                r.save()
-        bar.close()
-        r.close()
+        try:
+            while r.step < st.steps and not reached:
+                metrics = step_fn(r, cfg, data)
+                r.step += 1
+                bar.update(1)
+                if st.until and r.step % st.probe_every == 0:
+                    reached = _probe_reached(cfg, policy, st, acc, metrics)
+                if r.step % cfg.train.log_every == 0 or r.step == st.steps or reached:
+                    r.log(metrics)
+                    bar.set_postfix({k: f"{v:.3g}" for k, v in metrics.items()
+                                     if k in ("loss", "reward", "accuracy", "probe_accuracy")})
+                if st.checkpoint_every and r.step % st.checkpoint_every == 0 and r.step < st.steps:
+                    r.save()
+        finally:  # reward workers and their browsers go even when a step raised
+            bar.close()
+            r.close()
         if reached:
             acc.print(f"[{st.name}] probe accuracy {metrics['probe_accuracy']:.3f} >= "
                       f"{st.until} at step {r.step} of {st.steps}: stage done")

@@ -20,6 +20,13 @@ modes; medians of step seconds. Printed: the ratio sequential / overlapped (goal
 cores), and the reward throughput during the overlapped step (projects scored per second of
 step time, and per second the pool was busy).
 
+On 2 CPU cores generation and scoring compete for the same cores, so overlapping them gains
+little. The setting the overlap is for, generation on a GPU while CPU workers score, cannot run
+here; `--gpu-like` stands in for it, LABELLED AS SIMULATED in the output: each generation call
+first runs for real once (untimed) and is then replayed, in the timed steps, as a sleep of the
+seconds it took (the CPU is free meanwhile, as it is while a GPU generates) followed by the same
+episodes; both modes replay the same episodes, so the work and the rewards are the same.
+
 The policy: `--policy` (a trained checkpoint folder, e.g. out/webgen_tiny/sft/final), or by
 default a tiny model (vlmagent tiny --corpus web) given `--sft-steps` of SFT on the experts
 here, so it writes real pages (an untrained model writes text that is rejected in
@@ -50,6 +57,8 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--sft-steps", type=int, default=100)
+    ap.add_argument("--gpu-like", action="store_true",
+                    help="SIMULATED generation that leaves the CPU free (see the docstring)")
     args = ap.parse_args()
 
     import torch
@@ -112,6 +121,9 @@ def main() -> None:
             run.close()
         return {"seconds": seconds, "rewards": seen["groups"][1], "metrics": m, "stats": stats}
 
+    if args.gpu_like:
+        _simulate_gpu_generation(online)
+        step(False, -1)  # untimed: records every generation call of the step
     times: dict[bool, list[float]] = {True: [], False: []}
     rewards: dict[bool, list[float]] = {}
     last = None
@@ -123,12 +135,14 @@ def main() -> None:
             if overlap:
                 last = r
             print(f"round {k} {'overlapped' if overlap else 'sequential'}: "
-                  f"{r['seconds']:.1f} s, mean reward {statistics.mean(r['rewards']):.3f}",
-                  flush=True)
+                  f"{r['seconds']:.1f} s (waiting for rewards after generation "
+                  f"{r['metrics'].get('web/wait_s', 0):.1f} s), mean reward "
+                  f"{statistics.mean(r['rewards']):.3f}", flush=True)
     seq, ovl = statistics.median(times[False]), statistics.median(times[True])
     n = args.prompts * args.group
     stats = last["stats"]
     print(json.dumps({
+        "generation": "SIMULATED gpu-like (replayed as sleeps)" if args.gpu_like else "real",
         "cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
         "torch_threads": torch.get_num_threads(), "projects_per_step": n,
         "reward_workers": args.workers,
@@ -139,7 +153,34 @@ def main() -> None:
         "scored_per_busy_s": round(stats.get("scored", 0) / max(stats.get("busy_s", 0), 1e-9),
                                    3),
         "mean_reward": round(statistics.mean(rewards[True]), 4)}, indent=1))
-    print(f"ratio sequential / overlapped: {seq / ovl:.2f}x (goal >= 1.3)")
+    label = " [SIMULATED gpu-like generation]" if args.gpu_like else ""
+    print(f"ratio sequential / overlapped: {seq / ovl:.2f}x (goal >= 1.3){label}")
+
+
+def _simulate_gpu_generation(online) -> None:
+    """Replace the step's rollout calls: the first call with given arguments runs for real and
+    is recorded; later calls sleep for its duration, then return copies of its episodes
+    (calling on_done for each, as a batch finishing on a GPU would)."""
+    real = online.agent.rollout
+    recorded: dict = {}
+
+    def rollout(policy, samples, cfg, *a, on_done=None, seed=None, group_size=1, **kw):
+        key = (tuple(s.id for s in samples), seed, group_size)
+        if key not in recorded:
+            t0 = time.perf_counter()
+            trajs = real(policy, samples, cfg, *a, seed=seed, group_size=group_size, **kw)
+            recorded[key] = (trajs, time.perf_counter() - t0)
+            out = copy.deepcopy(trajs)
+        else:
+            trajs, seconds = recorded[key]
+            time.sleep(seconds)  # the simulated GPU: busy, but not on the CPU
+            out = copy.deepcopy(trajs)
+        for i, t in enumerate(out):
+            if on_done is not None:
+                on_done(i, t)
+        return out
+
+    online.agent.rollout = rollout
 
 
 def _warm_up(web) -> None:
@@ -149,6 +190,7 @@ def _warm_up(web) -> None:
                 f"<h1>warm {i}</h1></html>\n```\n")
         web.submit(f"warm{i}", page, "static")
     web.collect(["warm0", "warm1"])
+    web.busy_s = 0.0  # the step's own wait starts here
 
 
 if __name__ == "__main__":

@@ -241,3 +241,24 @@ def test_until_stops_a_stage_on_its_probe_and_the_rerun_skips_it(tmp_path, tiny,
     bad = cfg_file(tmp_path, tiny, stages="[{kind: warmup, domain: zoomgrid, until: 0.5}]")
     assert main(["train", str(bad)]) == 2
     assert "cannot end it" in capsys.readouterr().err
+
+
+def test_freeze_keeps_named_parameters_fixed_for_the_stage_only(tmp_path, tiny):
+    import torch
+
+    from vlmagent.train.sft import sft_step
+
+    cfg = config.load(cfg_file(tmp_path, tiny))
+    run = _run_for(cfg, tiny, "sft", freeze=["lm_head", "embed_tokens"], lr=1e-2)
+    params = dict(run.policy.model.named_parameters())
+    head, emb = params["lm_head.weight"], params["model.language_model.embed_tokens.weight"]
+    before = {k: v.detach().clone() for k, v in params.items()}
+    assert not head.requires_grad and not emb.requires_grad
+    assert all(p is not head and p is not emb for p in run.trainable())
+    sft_step(run, cfg, None)
+    assert torch.equal(head, before["lm_head.weight"])
+    assert torch.equal(emb, before["model.language_model.embed_tokens.weight"])
+    layer = "model.language_model.layers.0.mlp.up_proj.weight"
+    assert not torch.equal(params[layer], before[layer])  # the rest trained
+    run.close()  # the next stage trains them again
+    assert head.requires_grad and emb.requires_grad

@@ -346,6 +346,7 @@ class StageConfig:
     eval_temperature: float | None = None  # held-out evaluation: 0 greedy; 1 sampled (webgen)
     rollout_chunk: int | None = None  # prompts per generation call in online steps (0: all)
     overlap_scoring: bool | None = None  # slow rewards (webgen) scored while the rest generates
+    freeze: list[str] | None = None  # parameter-name substrings kept fixed in this stage
 
 
 def _default_stage() -> StageConfig:
@@ -356,7 +357,7 @@ def _default_stage() -> StageConfig:
                        mode_groups=False, tool_bonus=0.0, adaptive_mode=False, format_weight=0.0,
                        tool_quality_weight=0.0, checkpoint_every=25, n_train=512, eval_n=64,
                        until=0.0, probe_every=10, probe_n=64, eval_temperature=0.0,
-                       rollout_chunk=0, overlap_scoring=True)
+                       rollout_chunk=0, overlap_scoring=True, freeze=[])
 
 
 @dataclass

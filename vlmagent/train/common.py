@@ -86,7 +86,16 @@ class StageRun:
     reference: Any = None  # frozen reference policy, made by stages that need one
     web: Any = None  # the stage's website reward pool (webgen online stages), closed by close()
 
+    frozen: list[torch.nn.Parameter] = field(default_factory=list)  # by `freeze`, until close()
+
     def __post_init__(self) -> None:
+        # `freeze`: parameters this stage leaves as they are (e.g. the output head in online RL,
+        # whose rows for tokens the policy rarely samples get noise-only gradients that Adam
+        # turns into full-size steps: docs/training.md); given back at close()
+        for name, p in self.policy.model.named_parameters():
+            if p.requires_grad and any(k in name for k in self.stage.freeze or ()):
+                p.requires_grad_(False)
+                self.frozen.append(p)
         params = self.trainable()
         if not params:
             raise ValueError(f"stage {self.stage.name}: the policy has no trainable parameters")
@@ -94,10 +103,13 @@ class StageRun:
         self.scheduler = make_scheduler(self.optimizer, self.stage)
 
     def close(self) -> None:
-        """Free what the stage started (reward worker processes)."""
+        """Free what the stage started (reward worker processes); unfreeze what it froze."""
         if self.web is not None:
             self.web.close()
             self.web = None
+        for p in self.frozen:
+            p.requires_grad_(True)
+        self.frozen.clear()
 
     def trainable(self) -> list[torch.nn.Parameter]:
         return [p for p in self.policy.model.parameters() if p.requires_grad]

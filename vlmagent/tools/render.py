@@ -20,14 +20,68 @@ MAX_HTML_CHARS = 200_000
 _SHARED: Any = None
 
 
-def default_renderer() -> Any:
-    """This process's renderer for rollouts that were given none: one sandboxed Browser
-    (default browser settings), launched on its first screenshot and closed at exit."""
-    global _SHARED
-    if _SHARED is None:
+class ThreadRenderer:
+    """A sandboxed Browser that lives on a thread of its own. Playwright's sync API binds a
+    browser to the thread that started it, and a thread running one cannot start another; on
+    its own thread the renderer leaves the caller's thread free (a test, the debugger or a
+    report check may start Playwright there). A daemon thread, not an executor: it must still
+    be there when the atexit hook closes the browser."""
+
+    def __init__(self) -> None:
+        import queue
+        import threading
+
         from vlmagent.web.browser import Browser
 
-        _SHARED = Browser()
+        self._browser = Browser()  # launched on first use, on the renderer's thread
+        self._jobs: queue.Queue = queue.Queue()
+        self._thread = threading.Thread(target=self._serve, name="render_html", daemon=True)
+        self._thread.start()
+
+    def _serve(self) -> None:
+        while True:
+            job = self._jobs.get()
+            if job is None:
+                return
+            fn, args, kw, done = job
+            try:
+                done["value"] = fn(*args, **kw)
+            except BaseException as e:  # handed back to the caller, raised there
+                done["error"] = e
+            done["event"].set()
+
+    def _call(self, fn: Any, *args: Any, **kw: Any) -> Any:
+        import threading
+
+        if not self._thread.is_alive():
+            raise RuntimeError("the renderer was closed")
+        done: dict[str, Any] = {"event": threading.Event()}
+        self._jobs.put((fn, args, kw, done))
+        done["event"].wait()
+        if "error" in done:
+            raise done["error"]
+        return done["value"]
+
+    def screenshot_html(self, *args: Any, **kw: Any) -> bytes:
+        return self._call(self._browser.screenshot_html, *args, **kw)
+
+    def screenshot_site(self, *args: Any, **kw: Any) -> bytes:
+        return self._call(self._browser.screenshot_site, *args, **kw)
+
+    def close(self) -> None:
+        if self._thread.is_alive():
+            self._call(self._browser.close)
+            self._jobs.put(None)
+            self._thread.join(10)
+
+
+def default_renderer() -> Any:
+    """This process's renderer for rollouts that were given none: one sandboxed Browser
+    (default browser settings) on its own thread, launched on its first screenshot and closed
+    at exit."""
+    global _SHARED
+    if _SHARED is None:
+        _SHARED = ThreadRenderer()
         atexit.register(_SHARED.close)
     return _SHARED
 

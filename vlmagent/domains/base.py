@@ -2,9 +2,9 @@
 driving will), and `PerceptionDomain` for domains that also feed the perception warm-up.
 
 A domain whose answers are scored in batch (webgen: websites built and driven in a browser by
-worker processes) adds `score_answers(texts, samples) -> list[Answer]` (rewards/episode.py),
-`answer_of` and `responses_jsonl`; evaluation and online RL then score its episodes on a reward
-pool while the policy generates.
+worker processes) adds `score_answers(texts, samples) -> list[Answer]` (rewards/episode.py)
+and `responses_jsonl`; evaluation and online RL then score its episodes on a reward pool while
+the policy generates (rewards/web.py AnswerBatch).
 
 A domain is usually a module: its functions and constants satisfy the protocol structurally,
 so the registry (domains/__init__.py) holds the modules themselves.

@@ -120,27 +120,15 @@ def seen_box(sample: Sample, seen_size: Callable[[int, int], tuple[int, int]]) -
 # ---------------------------------------------------------------- reward
 def score_answers(texts: Sequence[str], samples: Sequence[Sample], cfg: Any = None,
                   workdir: str | Path | None = None) -> list[Answer]:
-    """The cascade reward of each final answer, scored together on a RewardPool (the batch
-    form: the rollout CLI, the debugger, evaluation). Online RL submits while generating
-    (train/online.py) and passes the answers to score_episodes instead."""
+    """The cascade reward of each final answer, scored together on a RewardPool (the rollout
+    CLI, the debugger). Evaluation and online RL submit while generating (rewards/web.py
+    AnswerBatch) and pass the answers to score_episodes instead."""
     from vlmagent.config import Config
-    from vlmagent.rewards.web import WebReward
+    from vlmagent.rewards.web import AnswerBatch, WebReward
 
-    cfg = cfg or Config()
     with tempfile.TemporaryDirectory(prefix="webgen-") as tmp:
-        with WebReward(cfg, workdir or tmp) as web:
-            for i, (t, s) in enumerate(zip(texts, samples, strict=True)):
-                web.submit(i, t, s.meta["scaffold"])
-            got = web.collect(range(len(texts)))
-    return [answer_of(got[i]) for i in range(len(texts))]
-
-
-def answer_of(score: Any) -> Answer:
-    """The answer term of a WebScore: value = the cascade reward, accuracy = functional."""
-    from vlmagent.rewards.web import brief
-
-    return Answer(score.reward, score.metrics["functional"],
-                  {"cascade": score.line, "web": score.metrics, "brief": brief(score)})
+        with WebReward(cfg or Config(), workdir or tmp) as web:
+            return AnswerBatch(web, samples).answers(texts)
 
 
 def check(answer_text: str, sample: Sample) -> float:

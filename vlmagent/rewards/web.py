@@ -32,6 +32,7 @@ from typing import Any
 
 from vlmagent.config import Config
 from vlmagent.rewards.cascade import site_hash
+from vlmagent.rewards.episode import Answer, final_text
 from vlmagent.rewards.response import note_ignored, rejected
 from vlmagent.web import webgen
 
@@ -249,3 +250,35 @@ class WebReward:
 
     def __exit__(self, *exc: Any) -> None:
         self.close()
+
+
+def answer_of(score: WebScore) -> Answer:
+    """The answer term of a project: value = the cascade reward, accuracy = functional."""
+    return Answer(score.reward, score.metrics["functional"],
+                  {"cascade": score.line, "web": score.metrics, "brief": brief(score)})
+
+
+class AnswerBatch:
+    """One batch of answers on a WebReward: answer i (samples[i]'s scaffold) is submitted as
+    soon as its episode ends (`on_done`) or when `answers` asks for it; `answers` returns every
+    answer term in order. The one path online RL, evaluation and the batch scorer share."""
+
+    def __init__(self, web: WebReward, samples: Sequence[Any], prefix: str = "a"):
+        self.web, self.samples, self.prefix = web, samples, prefix
+        self.submitted: set[int] = set()
+
+    def submit(self, i: int, text: str) -> None:
+        self.web.submit(f"{self.prefix}-{i}", text, self.samples[i].meta["scaffold"])
+        self.submitted.add(i)
+
+    def on_done(self, offset: int = 0) -> Any:
+        """agent.rollout's on_done for a call whose first episode is answer `offset`."""
+        return lambda i, traj: self.submit(offset + i, final_text(traj))
+
+    def answers(self, texts: Sequence[str]) -> list[Answer]:
+        for i, t in enumerate(texts):
+            if i not in self.submitted:
+                self.submit(i, t)
+        keys = [f"{self.prefix}-{i}" for i in range(len(texts))]
+        got = self.web.collect(keys)
+        return [answer_of(got[k]) for k in keys]

@@ -1,6 +1,7 @@
 """Held-out evaluation after every stage, on every domain seen so far (forgetting shows)."""
 from __future__ import annotations
 
+import contextlib
 import tempfile
 from dataclasses import replace
 from pathlib import Path
@@ -43,26 +44,28 @@ def evaluate(cfg: Config, policy: Any, domains: list[str], n: int,
 
 def _rollouts(cfg: Config, policy: Any, domain: Any, held: list[Any], acfg: Any, batch: int,
               seed: int | None, out_dir: str | Path | None) -> tuple[list[Any], Any]:
-    if not hasattr(domain, "score_answers"):
-        trajs = []
-        for i in range(0, len(held), batch):
-            trajs += agent.rollout(policy, held[i:i + batch], acfg,
-                                   seed=None if seed is None else seed + i)
-        return trajs, None
-    from vlmagent.rewards.web import WebReward
+    """The held-out episodes, in batches; a batch-scored domain's answers are scored while the
+    next batches generate (its answer terms are returned too, else None)."""
+    from vlmagent.rewards.web import AnswerBatch, WebReward
 
-    trajs = []
-    with tempfile.TemporaryDirectory(prefix="eval-web-") as tmp, WebReward(cfg, tmp) as web:
+    scored = hasattr(domain, "score_answers")
+    trajs: list[Any] = []
+    with contextlib.ExitStack() as stack:
+        web = None
+        if scored:
+            tmp = stack.enter_context(tempfile.TemporaryDirectory(prefix="eval-web-"))
+            web = AnswerBatch(stack.enter_context(WebReward(cfg, tmp)), held)
         for i in range(0, len(held), batch):
             trajs += agent.rollout(policy, held[i:i + batch], acfg,
                                    seed=None if seed is None else seed + i,
-                                   on_done=lambda j, t, off=i: web.submit(
-                                       off + j, final_text(t), held[off + j].meta["scaffold"]))
-        got = web.collect(range(len(trajs)))
+                                   on_done=web.on_done(i) if web else None)
+        if web is None:
+            return trajs, None
+        texts = [final_text(t) for t in trajs]
+        answers = web.answers(texts)
     if out_dir is not None:
-        domain.responses_jsonl(held, [final_text(t) for t in trajs],
-                               Path(out_dir) / "responses.jsonl")
-    return trajs, [domain.answer_of(got[j]) for j in range(len(trajs))]
+        domain.responses_jsonl(held, texts, Path(out_dir) / "responses.jsonl")
+    return trajs, answers
 
 
 def probe(cfg: Config, policy: Any, stage: StageConfig) -> float:

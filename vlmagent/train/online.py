@@ -36,7 +36,7 @@ def sample_groups(run: StageRun, cfg: Config) -> tuple[list[Trajectory], list[fl
     g = st.group_size
     domain = get_domain(st.domain)
     samples = [s for s in mine for _ in range(g)]
-    scorer = Scorer(run, cfg, samples) if hasattr(domain, "score_answers") else None
+    scorer = _answer_batch(run, cfg, samples) if hasattr(domain, "score_answers") else None
     if st.mode_groups:  # half of each group forced into tool mode, half into text mode
         half = g // 2
         tool = agent.rollout(run.policy, mine, replace(base, force_mode="tool"), seed=seed,
@@ -57,43 +57,23 @@ def sample_groups(run: StageRun, cfg: Config) -> tuple[list[Trajectory], list[fl
             trajs += agent.rollout(run.policy, mine[c:c + chunk], base,
                                    seed=seed + 104_729 * (c // chunk), group_size=g,
                                    on_done=on_done)
-    answers = scorer.answers(trajs) if scorer else None
+    answers = scorer.answers([final_text(t) for t in trajs]) if scorer else None
     scores = score_episodes(trajs, samples, RewardTerms.from_stage(st), domain, group_size=g,
                             answers=answers)
     record(trajs, scores)
     return trajs, [r.reward for r in scores], samples
 
 
-class Scorer:
-    """A step's episodes on the stage's WebReward (rewards/web.py): each submitted when it ends
-    (overlap_scoring), or all after generation; answers collected before the update."""
+def _answer_batch(run: StageRun, cfg: Config, samples: list[Any]) -> Any:
+    """This step's answers on the stage's WebReward (one per stage and rank, made on first use;
+    its cache file survives a resume)."""
+    from vlmagent.rewards.web import AnswerBatch, WebReward
 
-    def __init__(self, run: StageRun, cfg: Config, samples: list[Any]):
-        from vlmagent.rewards.web import WebReward
-
-        if run.web is None:  # one per stage and rank; its cache file survives a resume
-            rank = run.acc.process_index
-            run.web = WebReward(cfg, run.out / f"reward_work-rank{rank}",
-                                cache_path=run.out / f"reward_cache-rank{rank}.jsonl")
-        self.web, self.samples, self.run = run.web, samples, run
-        self.prefix = f"s{run.step}"
-        self.submitted: set[int] = set()
-
-    def submit(self, i: int, traj: Trajectory) -> None:
-        self.web.submit(f"{self.prefix}-{i}", final_text(traj), self.samples[i].meta["scaffold"])
-        self.submitted.add(i)
-
-    def on_done(self, offset: int) -> Any:
-        return lambda i, traj: self.submit(offset + i, traj)
-
-    def answers(self, trajs: list[Trajectory]) -> list[Any]:
-        from vlmagent.domains.webgen import answer_of
-
-        for i, t in enumerate(trajs):
-            if i not in self.submitted:
-                self.submit(i, t)
-        got = self.web.collect([f"{self.prefix}-{i}" for i in range(len(trajs))])
-        return [answer_of(got[f"{self.prefix}-{i}"]) for i in range(len(trajs))]
+    if run.web is None:
+        rank = run.acc.process_index
+        run.web = WebReward(cfg, run.out / f"reward_work-rank{rank}",
+                            cache_path=run.out / f"reward_cache-rank{rank}.jsonl")
+    return AnswerBatch(run.web, samples, prefix=f"s{run.step}")
 
 
 def sampled_logps(trajs: list[Trajectory], like: torch.Tensor) -> torch.Tensor:
@@ -139,7 +119,7 @@ def online_step(run: StageRun, cfg: Config, data: Any) -> dict[str, float]:
         keep = [i for i in keep if live[i // g]]
     metrics = _rollout_metrics(trajs, time.perf_counter() - t0)
     if run.web is not None:  # webgen: the WebGen-R1 numbers and the reward pool's throughput
-        metrics.update(_web_metrics(trajs, run.web, time.perf_counter() - t0))
+        metrics.update(_web_metrics(trajs, run.web))
     metrics["groups_kept"] = len(keep) / max(1, len(trajs))
     batch = [trajs[i] for i in keep]
     # Every rank must make the same optimiser steps (the gradient all-reduce is collective):
@@ -177,7 +157,7 @@ def online_step(run: StageRun, cfg: Config, data: Any) -> dict[str, float]:
     return metrics
 
 
-def _web_metrics(trajs: list[Trajectory], web: Any, seconds: float) -> dict[str, float]:
+def _web_metrics(trajs: list[Trajectory], web: Any) -> dict[str, float]:
     web_terms = [t.meta.get("web", {}) for t in trajs]  # rewards/web.py brief()
     n = max(1, len(trajs))
     out = {f"web/{k}": sum(w.get(k, 0.0) for w in web_terms) / n

@@ -8,6 +8,7 @@ from the rest of vlmagent, so both sides can use it.
 """
 from __future__ import annotations
 
+import functools
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,7 +16,7 @@ from pathlib import Path
 SCAFFOLD_ROOT = Path(__file__).resolve().parents[1] / "scaffolds"
 
 
-@dataclass
+@dataclass(frozen=True)
 class Scaffold:
     name: str
     root: Path
@@ -31,8 +32,11 @@ def scaffold_names() -> list[str]:
     return sorted(p.parent.name for p in SCAFFOLD_ROOT.glob("*/scaffold.json"))
 
 
+@functools.cache
 def load_scaffold(name: str) -> Scaffold:
-    """A shipped scaffold by name; an unknown name lists the valid ones (ValueError)."""
+    """A shipped scaffold by name; an unknown name lists the valid ones (ValueError). Package
+    data: read once per process and shared (frozen; its `locked` bytes are read, never
+    changed), since prompts, parsing and reward summaries ask for it per item."""
     root = SCAFFOLD_ROOT / name
     if name not in scaffold_names():
         raise ValueError(f"unknown scaffold {name!r} (valid: {', '.join(scaffold_names())})")

@@ -70,6 +70,14 @@ def test_format_score(text, want):
     assert format_score(text) == pytest.approx(want, abs=1e-12)
 
 
+def test_format_score_takes_the_domains_answer_tag():
+    meta = '<meta actions>["Stop, Straight"]</meta actions>'
+    assert format_score(f"<think_no_tools>{FULL}</think_no_tools>{meta}", "meta actions") == 1.0
+    assert format_score(f"<think_no_tools>{FULL}</think_no_tools>{meta}") == 0.0  # not <answer>
+    assert format_score(f"<think_no_tools>{FULL}</think_no_tools><answer>x</answer>",
+                        "meta actions") == 0.0
+
+
 TERMS = RewardTerms(tool_bonus=0.5, format_weight=0.2, tool_quality_weight=0.1)
 
 
@@ -308,7 +316,7 @@ def test_an_episode_ending_on_a_tool_turn_scores_the_same_in_every_consumer(
     # held-out evaluation: accuracy and reward apart, reward with the stage's terms
     ev = evaluate(cfg, policy, ["tooltail"], 2, st)["tooltail"]
     assert ev == {"accuracy": 1.0, "reward": WANT, "tool_call_rate": 1.0, "n": 2,
-                  "accuracy/color": 1.0}
+                  "tool_mode_rate": 1.0, "mode_matched": 1.0, "accuracy/color": 1.0}
 
     # the debugger, stepping the same turn with the same tokenizer
     session = Session(cfg)

@@ -17,6 +17,7 @@ from vlmagent.protocol import (
     dispatch,
     get_format,
     parse_answer,
+    parse_final,
     parse_mode,
     render_tool_specs,
     stage_tags,
@@ -258,6 +259,10 @@ def test_modes_answers_and_stages():
     assert parse_answer("<answer>1</answer> <answer> 7 </answer>") == "7"
     assert parse_answer("<answer>unclosed") is None
     assert parse_answer("<meta actions>[a]</meta actions>", "meta actions") == "[a]"
+    # the trajectory's answer: the last block of any domain's tag
+    assert parse_final("<answer>1</answer><meta actions> [b] </meta actions>") == "[b]"
+    assert parse_final("<meta actions>[b]</meta actions> <answer>2</answer>") == "2"
+    assert parse_final("<meta actions>[b]") is None
     full = "<description>a</description><reasoning>b</reasoning><prediction>c</prediction>"
     assert stage_tags(full) == list(THINK_TAGS)
     assert stage_tags("<prediction>c</prediction><description>a</description>") == \

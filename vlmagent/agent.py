@@ -401,7 +401,7 @@ def _finish(e: Episode, reason: str) -> None:
     t = e.traj
     t.finish = reason
     last = next((x.text for x in reversed(t.turns) if x.role == "assistant"), "")
-    t.answer = protocol.parse_answer(last)
+    t.answer = protocol.parse_final(last)
     if t.mode is None:
         t.mode_matched = False
     else:

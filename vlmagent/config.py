@@ -307,6 +307,8 @@ class DomainConfig:
     data_dir: str = "out/data"  # generated images are written here
     options: dict[str, Any] = field(default_factory=dict)  # the domain's own settings (webgen:
     # expert: compact | full, the expert pages SFT learns from); unknown ones are errors
+    dataroot: str | None = None  # a dataset folder the domain reads (driving: nuScenes layout)
+    version: str | None = None  # the dataset version under dataroot (driving: v1.0-mini, ...)
 
 
 @dataclass

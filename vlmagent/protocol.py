@@ -215,6 +215,16 @@ def parse_answer(text: str, tag: str = "answer") -> str | None:
     return hits[-1].strip() if hits else None
 
 
+ANSWER_TAGS = ("answer", "meta actions")  # QA domains; driving (DriveAgent-R1)
+
+
+def parse_final(text: str) -> str | None:
+    """Content of the last answer block of any domain's tag (ANSWER_TAGS), or None."""
+    hits = [(m.start(), m.group(2)) for tag in ANSWER_TAGS
+            for m in re.finditer(rf"<({re.escape(tag)})>(.*?)</\1>", text, flags=re.S)]
+    return max(hits)[1].strip() if hits else None
+
+
 def stage_tags(text: str) -> list[str]:
     """The stage tags (<description>, <reasoning>, <prediction>) that are opened and closed,
     in the order they appear; the format reward compares this with THINK_TAGS."""

@@ -31,14 +31,14 @@ from vlmagent.types import EpisodeReward, Sample, TermScore, ToolCall, ToolResul
 
 MODE_PENALTY = 0.2  # a forced-mode episode that contradicts its forced mode (DriveAgent-R1)
 CALL_COST = 0.125  # adaptive mode reward: cost of each tool call (DriveAgent-R1)
-_WELL_FORMED = re.compile(
-    r"\s*<(think_with_tools|think_no_tools)>(.*)</\1>\s*<answer>.*?</answer>\s*", re.S)
 
 
 class Checker(Protocol):
-    """What the episode reward needs of a domain: its answer check. A domain whose answers are
-    scored in batch (webgen: a website cascade in worker processes) also has
-    `score_answers(texts, samples) -> list[Answer]`, which is used instead."""
+    """What the episode reward needs of a domain: its answer check. A domain with a graded
+    answer (driving: DriveAgent-R1's edit-similarity reward) also has `answer(text, sample) ->
+    Answer`; one whose answers are scored in batch (webgen: a website cascade in worker
+    processes) has `score_answers(texts, samples) -> list[Answer]`. A domain whose answer sits
+    in another tag than <answer> names it in ANSWER_TAG (driving: "meta actions")."""
 
     def check(self, answer_text: str, sample: Sample) -> float: ...
 
@@ -61,6 +61,9 @@ def score_answers(domain: Checker, texts: Sequence[str], samples: Sequence[Sampl
     batch = getattr(domain, "score_answers", None)
     if batch is not None:
         return list(batch(texts, samples, cfg=cfg))
+    graded = getattr(domain, "answer", None)
+    if graded is not None:
+        return [graded(x, s) for x, s in zip(texts, samples, strict=True)]
     out = []
     for x, s in zip(texts, samples, strict=True):
         a = float(domain.check(x, s))
@@ -126,12 +129,19 @@ def call_quality(call: ToolCall | ParseError | None, tools: Mapping[str, Tool],
     return 0.6 if result.error else 1.0
 
 
-def format_score(text: str) -> float:
+def answer_tag(domain: Any) -> str:
+    """The tag a domain's final answer sits in (<answer> unless the domain says otherwise)."""
+    return getattr(domain, "ANSWER_TAG", "answer")
+
+
+def format_score(text: str, tag: str = "answer") -> float:
     """DriveAgent-R1 format score in [0, 1] of the assistant text: 0 unless it is one mode
-    block followed by the answer tag and nothing else; then 0.4, +0.2 for each stage tag
-    (description, reasoning, prediction) inside the block, and 1.0 only with all three in
-    that order (all three out of order: 0.8)."""
-    m = _WELL_FORMED.fullmatch(text)
+    block followed by the answer tag (<answer>, driving: <meta actions>) and nothing else;
+    then 0.4, +0.2 for each stage tag (description, reasoning, prediction) inside the block,
+    and 1.0 only with all three in that order (all three out of order: 0.8)."""
+    t = re.escape(tag)
+    m = re.fullmatch(rf"\s*<(think_with_tools|think_no_tools)>(.*)</\1>\s*<{t}>.*?</{t}>\s*",
+                     text, flags=re.S)
     if m is None:
         return 0.0
     tags = stage_tags(m.group(2))
@@ -192,13 +202,14 @@ def score_episodes(trajs: Sequence[Trajectory], samples: Sequence[Sample], terms
             adaptive[i:i + group_size] = mode_rewards(trajs[i:i + group_size],
                                                       acc[i:i + group_size])
     out = []
+    tag = answer_tag(domain)
     for t, s, text, ans, ad in zip(trajs, samples, texts, answers, adaptive):
         a = ans.value
-        fmt = format_score(assistant_text(t))
+        fmt = format_score(assistant_text(t), tag)
         quality = t.meta.get("call_quality") or []
         forced = -MODE_PENALTY if t.forced_mode and not t.mode_matched else 0.0
         bonus = terms.tool_bonus if ans.accuracy > 0 and t.n_tool_calls > 0 else 0.0
-        answer = parse_answer(text)
+        answer = parse_answer(text, tag)
         parts = [
             TermScore("answer", a, {"answer": answer, "expected": str(s.answer), **ans.details}),
             TermScore("format", terms.format_weight * fmt, {"score": fmt}),
@@ -228,8 +239,12 @@ def record(trajs: Sequence[Trajectory], rewards: Sequence[EpisodeReward]) -> Non
 
 
 def summary(trajs: Sequence[Trajectory], rewards: Sequence[EpisodeReward]) -> dict[str, Any]:
-    """Mean reward, accuracy and tool-call rate of a batch of episodes."""
+    """Mean reward, accuracy and tool-call rate of a batch of episodes, and how they chose a
+    mode: the share that opened <think_with_tools>, and the share whose behaviour matched the
+    mode they opened (calls in tool mode, none in text mode)."""
     n = max(1, len(rewards))
     return {"accuracy": sum(r.accuracy for r in rewards) / n,
             "reward": sum(r.reward for r in rewards) / n,
-            "tool_call_rate": sum(t.n_tool_calls > 0 for t in trajs) / n}
+            "tool_call_rate": sum(t.n_tool_calls > 0 for t in trajs) / n,
+            "tool_mode_rate": sum(t.mode == "tool" for t in trajs) / n,
+            "mode_matched": sum(bool(t.mode_matched) for t in trajs) / n}

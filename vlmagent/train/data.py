@@ -28,6 +28,22 @@ def seen_fn(policy: Any, agent_cfg: AgentConfig):
     return lambda w, h: policy.seen_size(w, h, agent_cfg.min_pixels, agent_cfg.max_pixels)
 
 
+def _dataset(cfg: Config) -> dict[str, str]:
+    """domain.dataroot / domain.version when set (driving reads a nuScenes folder)."""
+    d = cfg.domain
+    return {k: v for k, v in (("dataroot", d.dataroot), ("version", d.version)) if v}
+
+
+def _dataset_stamp(cfg: Config) -> dict[str, list[float]]:
+    """Size and mtime of the dataset's sample table: a regenerated dataset makes new samples."""
+    d = cfg.domain
+    table = Path(d.dataroot or "", d.version or "", "sample.json")
+    if not (d.dataroot and d.version and table.exists()):
+        return {}
+    st = table.stat()
+    return {"dataset_stamp": [st.st_size, st.st_mtime]}
+
+
 def sample_key(cfg: Config, policy: Any, domain: str, n: int, seed: int) -> str:
     """The cache folder name of n samples of `domain` from `seed`: a readable prefix and a hash
     of everything that changes them (domain and its generator version, kinds, image size, the
@@ -35,6 +51,7 @@ def sample_key(cfg: Config, policy: Any, domain: str, n: int, seed: int) -> str:
     settings = {"domain": domain, "version": get_domain(domain).VERSION, "n": n, "seed": seed,
                 "kinds": list(cfg.domain.kinds), "size": cfg.domain.size,
                 **({"options": cfg.domain.options} if cfg.domain.options else {}),
+                **_dataset(cfg), **_dataset_stamp(cfg),
                 "min_pixels": cfg.agent.min_pixels, "max_pixels": cfg.agent.max_pixels,
                 "factor": getattr(policy, "patch_factor", None)}
     digest = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:12]
@@ -51,7 +68,8 @@ def samples(cfg: Config, policy: Any, domain: str, n: int, seed: int) -> list[Sa
     try:
         made = mod.make_samples(n, seed, out, kinds=tuple(cfg.domain.kinds),
                                 size=tuple(cfg.domain.size) if cfg.domain.size else None,
-                                seen_size=seen_fn(policy, cfg.agent), **cfg.domain.options)
+                                seen_size=seen_fn(policy, cfg.agent), **_dataset(cfg),
+                                **cfg.domain.options)
     except TypeError as e:
         if cfg.domain.options and "unexpected keyword" in str(e):
             raise ValueError(f"domain.options: {domain} has no option in "

@@ -129,7 +129,7 @@ def start_episode(policy: Any, sample: Sample, cfg: AgentConfig, tools: dict[str
     specs = protocol.render_tool_specs(tools)
     system = cfg.system_prompt
     use_template_tools = fmt.name == "hermes" and _template_renders_tools(policy, specs)
-    if tools and not use_template_tools:
+    if tools and not use_template_tools and cfg.tools_in_prompt:
         system = (system + "\n\n" if system else "") + protocol.tools_system_prompt(tools, fmt.name)
     hint = protocol.MODE_HINT.get(cfg.force_mode, "") if cfg.force_mode != "none" else ""
     text = sample.prompt + (f"\n{hint}" if hint else "")
@@ -139,7 +139,8 @@ def start_episode(policy: Any, sample: Sample, cfg: AgentConfig, tools: dict[str
     # "after": the question first, so the images sit right before the reply (docs/training.md)
     content = question + content if cfg.image_position == "after" else content + question
     messages = [{"role": "system", "content": system}, {"role": "user", "content": content}]
-    ids = policy.chat_tokens(messages, tools=specs if use_template_tools and tools else None,
+    ids = policy.chat_tokens(messages, tools=specs if use_template_tools and tools and
+                             cfg.tools_in_prompt else None,
                              add_generation_prompt=True)
     traj.turns += [Turn("system", system, span=(0, 0)),
                    Turn("user", text, images=list(shown), span=(0, len(ids)))]

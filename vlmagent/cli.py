@@ -7,6 +7,8 @@
     accelerate launch -m vlmagent.cli train CONFIG [key.path=value ...]
     vlmagent tiny --out DIR [--family qwen2_5_vl|qwen2_vl|qwen3_vl]
     vlmagent debug [--policy PATH|manual] [--config FILE] [--host 127.0.0.1] [--port N]
+    vlmagent drive make-data --out DIR --scenes N [--seed S] [--version V]
+    vlmagent drive labels --dataroot DIR --version V --out labels.jsonl [--rule JSON]
     vlmagent check-config FILE [key.path=value ...]
 
 Exit codes: 0 done (low scores are results, not errors), 1 the job itself failed,
@@ -15,6 +17,7 @@ Exit codes: 0 done (low scores are results, not errors), 1 the job itself failed
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import sys
 from pathlib import Path
@@ -168,6 +171,29 @@ def cmd_tiny(args: argparse.Namespace) -> int:
     return cli_tiny(args)
 
 
+def cmd_drive(args: argparse.Namespace) -> int:
+    from vlmagent.errors import UsageError
+
+    if args.drive_cmd == "make-data":
+        from vlmagent.drive.synth import make_dataset
+
+        if args.scenes < 1:
+            raise UsageError(f"--scenes must be at least 1, got {args.scenes}")
+        info = make_dataset(args.out, args.scenes, seed=args.seed, version=args.version,
+                            size=tuple(args.size), seconds=args.seconds, progress=not args.quiet)
+        print(json.dumps(info, indent=1))
+        return 0
+    from vlmagent.drive.labels import LabelRule, format_distribution, write_labels
+
+    table = Path(args.dataroot, args.version)
+    if not table.is_dir():
+        raise UsageError(f"no nuScenes tables at {table} (--dataroot DIR --version V)")
+    rule = LabelRule.from_dict(json.loads(args.rule)) if args.rule else None
+    dist = write_labels(args.dataroot, args.version, args.out, rule=rule)
+    print(format_distribution(dist))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="vlmagent", description=__doc__.split("\n")[0])
     ap.add_argument("-v", "--verbose", action="store_true", help="debug logging")
@@ -235,6 +261,25 @@ def build_parser() -> argparse.ArgumentParser:
     dp.add_argument("--host", default="127.0.0.1", help="address to bind (default loopback)")
     dp.add_argument("--port", type=int, default=7860, help="port; 0 picks a free one")
     dp.set_defaults(fn=cmd_debug)
+
+    drp = sub.add_parser("drive", help="driving data: make a nuScenes-format dataset, "
+                         "write meta-action labels")
+    dsub = drp.add_subparsers(dest="drive_cmd", required=True)
+    mp = dsub.add_parser("make-data", help="write a synthetic dataset in the nuScenes layout")
+    mp.add_argument("--out", required=True, help="dataroot to write (DIR/<version>/, samples/)")
+    mp.add_argument("--scenes", type=int, default=12)
+    mp.add_argument("--seed", type=int, default=0)
+    mp.add_argument("--version", default="v1.0-synth")
+    mp.add_argument("--size", type=int, nargs=2, default=[640, 360], metavar=("W", "H"),
+                    help="camera image size")
+    mp.add_argument("--seconds", type=float, default=20.0, help="scene length")
+    mp.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    lp = dsub.add_parser("labels", help="one meta-action label row per labelled key frame")
+    lp.add_argument("--dataroot", required=True)
+    lp.add_argument("--version", required=True, help="v1.0-mini, v1.0-trainval, v1.0-synth...")
+    lp.add_argument("--out", required=True, help="labels JSONL")
+    lp.add_argument("--rule", help='label thresholds as JSON, e.g. \'{"accel_delta": 1.0}\'')
+    drp.set_defaults(fn=cmd_drive)
 
     cp = sub.add_parser("check-config", help="load a config strictly and print it resolved")
     cp.add_argument("file")

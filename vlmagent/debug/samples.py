@@ -54,9 +54,11 @@ def make_shipped_sample(out_dir: str | Path = SAMPLE_DIR) -> Sample:
 
 
 def domain_sample(name: str, seed: Any, kind: str, kinds: Sequence[str], out_dir: Path,
-                  seen_size: Callable[[int, int], tuple[int, int]]) -> tuple[Sample, list[str]]:
+                  seen_size: Callable[[int, int], tuple[int, int]],
+                  dataset: dict[str, str] | None = None) -> tuple[Sample, list[str]]:
     """A generated sample of domain `name` from `seed`, and what the domain warned about it.
-    Without `kind`, the configured `kinds` the domain knows are taken one per seed in turn."""
+    Without `kind`, the configured `kinds` the domain knows are taken one per seed in turn.
+    `dataset`: dataroot / version of a domain that reads a dataset (driving)."""
     if name not in DOMAINS:
         raise DebugError(f"unknown domain {name!r} (valid: {', '.join(DOMAINS)})")
     if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed <= MAX_SEED:
@@ -69,7 +71,7 @@ def domain_sample(name: str, seed: Any, kind: str, kinds: Sequence[str], out_dir
         warnings.simplefilter("always")
         try:
             [s] = domain.make_samples(1, seed, out_dir / name, kinds=(kind,),
-                                      seen_size=seen_size)
+                                      seen_size=seen_size, **(dataset or {}))
         except ValueError as e:
             raise DebugError(str(e)) from None
     return s, [str(w.message) for w in caught]

@@ -23,6 +23,7 @@ from typing import Any
 from vlmagent import agent, protocol, trajectory
 from vlmagent.config import Config
 from vlmagent.debug.samples import DebugError, domain_sample, shipped_sample, upload_sample
+from vlmagent.train.data import dataset_args
 from vlmagent.domains import DOMAINS, get_domain
 from vlmagent.images import QWEN2_5_VL_DEFAULT, Budget, ImageCache, Size
 from vlmagent.policy import Generation
@@ -164,7 +165,7 @@ class Session:
     def load_domain(self, name: str, seed: Any, kind: str = "") -> None:
         """A generated sample of domain `name` (zoomqa, zoomgrid) from `seed`."""
         sample, notes = domain_sample(name, seed, kind, self.cfg.domain.kinds, self.workdir,
-                                      self.seen_size)
+                                      self.seen_size, dataset_args(self.cfg))
         self.load_sample(sample)
         self.notes = notes
 

@@ -2,10 +2,11 @@
 domain's module; shared helpers live in domains/common.py."""
 from __future__ import annotations
 
-from vlmagent.domains import webgen, zoomgrid, zoomqa
+from vlmagent.domains import driving, webgen, zoomgrid, zoomqa
 from vlmagent.domains.base import Domain, PerceptionDomain
 
-DOMAINS: dict[str, Domain] = {"zoomqa": zoomqa, "zoomgrid": zoomgrid, "webgen": webgen}
+DOMAINS: dict[str, Domain] = {"zoomqa": zoomqa, "zoomgrid": zoomgrid, "webgen": webgen,
+                              "driving": driving}
 
 
 def get_domain(name: str) -> Domain:

@@ -4,6 +4,12 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from vlmagent.tools.base import ImageRef, Tool, ToolEnv, validate
+from vlmagent.tools.drive import (
+    DepthEstimationTool,
+    Detect3DObjectsTool,
+    GetViewWithFrameTool,
+    RoIInspectionTool,
+)
 from vlmagent.tools.image import CropTool, ZoomTool
 from vlmagent.tools.render import RenderHtmlTool
 from vlmagent.tools.views import RetrieveViewTool
@@ -13,6 +19,11 @@ TOOLS: dict[str, type[Tool]] = {
     "zoom": ZoomTool,
     "render_html": RenderHtmlTool,
     "retrieve_view": RetrieveViewTool,
+    # DriveAgent-R1's driving tools (need sample.meta["drive"]); names as in its prompts
+    "get_view_with_frame": GetViewWithFrameTool,
+    "RoI_Inspection": RoIInspectionTool,
+    "depth_estimation": DepthEstimationTool,
+    "detect_3d_objects": Detect3DObjectsTool,
 }
 
 
@@ -25,5 +36,6 @@ def make_tools(names: Iterable[str]) -> dict[str, Tool]:
     return {n: TOOLS[n]() for n in names}
 
 
-__all__ = ["TOOLS", "CropTool", "ImageRef", "RenderHtmlTool", "RetrieveViewTool", "Tool",
-           "ToolEnv", "ZoomTool", "make_tools", "validate"]
+__all__ = ["TOOLS", "CropTool", "DepthEstimationTool", "Detect3DObjectsTool",
+           "GetViewWithFrameTool", "ImageRef", "RenderHtmlTool", "RetrieveViewTool",
+           "RoIInspectionTool", "Tool", "ToolEnv", "ZoomTool", "make_tools", "validate"]

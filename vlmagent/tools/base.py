@@ -45,6 +45,7 @@ class ToolEnv:
     renderer: Any = None  # has screenshot_html(html, width, height) -> PNG bytes
     workdir: str | None = None  # root that render_html's "path" must stay inside
     seen_size: SeenSize | None = None
+    sample: Sample | None = None  # the episode's sample (driving tools read meta["drive"])
 
     def add_image(self, image: Image.Image, name: str | None = None) -> str:
         """Register an image (prompt or tool output) and return its name ("tool_N" by default)."""
@@ -67,6 +68,7 @@ class ToolEnv:
         Extra views may also come from sample.meta["views"] (name -> path).
         """
         env = cls(**kw)
+        env.sample = sample
         shown = list(sample.images) if shown is None else shown
         for name in shown:
             env.add_image(load_image(sample.images[name]), name)

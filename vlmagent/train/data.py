@@ -28,7 +28,7 @@ def seen_fn(policy: Any, agent_cfg: AgentConfig):
     return lambda w, h: policy.seen_size(w, h, agent_cfg.min_pixels, agent_cfg.max_pixels)
 
 
-def _dataset(cfg: Config) -> dict[str, str]:
+def dataset_args(cfg: Config) -> dict[str, str]:
     """domain.dataroot / domain.version when set (driving reads a nuScenes folder)."""
     d = cfg.domain
     return {k: v for k, v in (("dataroot", d.dataroot), ("version", d.version)) if v}
@@ -51,7 +51,7 @@ def sample_key(cfg: Config, policy: Any, domain: str, n: int, seed: int) -> str:
     settings = {"domain": domain, "version": get_domain(domain).VERSION, "n": n, "seed": seed,
                 "kinds": list(cfg.domain.kinds), "size": cfg.domain.size,
                 **({"options": cfg.domain.options} if cfg.domain.options else {}),
-                **_dataset(cfg), **_dataset_stamp(cfg),
+                **dataset_args(cfg), **_dataset_stamp(cfg),
                 "min_pixels": cfg.agent.min_pixels, "max_pixels": cfg.agent.max_pixels,
                 "factor": getattr(policy, "patch_factor", None)}
     digest = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:12]
@@ -68,7 +68,7 @@ def samples(cfg: Config, policy: Any, domain: str, n: int, seed: int) -> list[Sa
     try:
         made = mod.make_samples(n, seed, out, kinds=tuple(cfg.domain.kinds),
                                 size=tuple(cfg.domain.size) if cfg.domain.size else None,
-                                seen_size=seen_fn(policy, cfg.agent), **_dataset(cfg),
+                                seen_size=seen_fn(policy, cfg.agent), **dataset_args(cfg),
                                 **cfg.domain.options)
     except TypeError as e:
         if cfg.domain.options and "unexpected keyword" in str(e):

@@ -1,0 +1,235 @@
+"""Driving (DriveAgent-R1) on any nuScenes dataroot: the generated one of `vlmagent drive
+make-data`, or the real v1.0-mini / v1.0-trainval.
+
+A sample is one labelled key frame: the front camera image, the navigation command and the ego
+speed in the prompt, and as the answer the four meta-actions (now, +2 s, +4 s, +6 s) that the
+label rule (drive/labels.py, recorded with every sample) derives from the future ego poses.
+The tools (tools/drive.py) read the same dataset through the devkit: other cameras and earlier
+frames, a zoomed region, LiDAR depth, oracle 3D boxes.
+
+Splits are by scene, so no held-out key frame shares a scene with a training one: the devkit's
+published splits for the real versions (mini_train / mini_val, train / val), else the 20% of
+scenes whose names hash lowest. Seeds >= HELDOUT_FROM draw held-out samples (the trainer's
+EVAL_SEED and probe seeds are above it).
+
+Kinds say where the decisive cue is, from the generator's `scene.description` ("cue: ..."):
+`front` (visible in the front camera at the model's resolution) or `tool` (a small region that
+needs zooming, another camera, an earlier frame). Real scenes carry no cue and count as front.
+"""
+from __future__ import annotations
+
+import functools
+import hashlib
+import json
+import math
+import re
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from vlmagent.domains.common import load_samples, save_samples
+from vlmagent.drive.labels import LabelRule, label_dataset
+from vlmagent.drive.nusc import CAMERAS, boxes_in_view, load_nusc
+from vlmagent.protocol import get_format
+from vlmagent.rewards.driving import meta_action_reward
+from vlmagent.rewards.episode import Answer
+from vlmagent.tools.image import to_seen
+from vlmagent.types import Sample, ToolCall
+
+DOMAIN = "driving"
+VERSION = 1  # bump when the same arguments would draw different samples (the sample cache key)
+KINDS = ("front", "tool")
+ANSWER_TAG = "meta actions"
+HELDOUT_FROM = 1_000_000  # seeds from here on draw held-out scenes
+HELDOUT_SHARE = 0.2  # of the scenes of a version without a published split
+# the devkit's published scene splits (nuscenes.utils.splits) for the real versions
+SPLITS = {"v1.0-mini": ("mini_train", "mini_val"), "v1.0-trainval": ("train", "val")}
+MIN_ROI_SEEN = 32  # RoI boxes the expert draws: each side at least this (the tool needs > 28)
+
+__all__ = ["ANSWER_TAG", "DOMAIN", "HELDOUT_FROM", "KINDS", "VERSION", "answer", "check",
+           "eval_metrics", "expert_turns", "load_samples", "make_samples", "meta_text",
+           "save_samples", "seen_box"]
+
+
+# ---------------------------------------------------------------- samples
+def make_samples(n: int, seed: int, out_dir: str | Path, kinds: Sequence[str] = KINDS,
+                 size: tuple[int, int] | None = None,
+                 seen_size: Callable[[int, int], tuple[int, int]] | None = None,
+                 dataroot: str | None = None, version: str = "v1.0-mini",
+                 rule: dict[str, Any] | None = None) -> list[Sample]:
+    """n labelled key frames of the split `seed` selects, drawn without repeats while the split
+    lasts. `rule`: label thresholds overriding the defaults (domain.options.rule)."""
+    if not dataroot:
+        raise ValueError("driving needs domain.dataroot: a nuScenes folder (make one with "
+                         "`vlmagent drive make-data --out DIR --scenes N`)")
+    bad = [k for k in kinds if k not in KINDS]
+    if bad or not kinds:
+        raise ValueError(f"unknown driving kind {bad[0] if bad else None!r} "
+                         f"(valid: {', '.join(KINDS)})")
+    rows = _labelled(str(Path(dataroot).resolve()), version,
+                     json.dumps(rule or {}, sort_keys=True))
+    held = seed >= HELDOUT_FROM
+    pool = [r for r in rows if r["heldout"] == held and r["kind"] in kinds]
+    if not pool:
+        raise ValueError(f"no {'held-out' if held else 'training'} driving samples of kinds "
+                         f"{list(kinds)} in {dataroot} ({version}): {len(rows)} labelled key "
+                         "frames in all")
+    rng = np.random.default_rng(seed)
+    order: list[dict[str, Any]] = []
+    while len(order) < n:  # a full shuffle per pass: repeats only once the split is used up
+        order += [pool[i] for i in rng.permutation(len(pool))]
+    Path(out_dir).mkdir(parents=True, exist_ok=True)
+    return [_sample(r) for r in order[:n]]
+
+
+@functools.cache
+def _labelled(dataroot: str, version: str, rule_json: str) -> list[dict[str, Any]]:
+    """Every labelled key frame of the dataset with what a sample needs (once per process)."""
+    nusc = load_nusc(dataroot, version)
+    rule = LabelRule.from_dict(json.loads(rule_json)) if rule_json != "{}" else LabelRule()
+    held = _heldout_scenes(nusc, version)
+    scenes = {s["name"]: s for s in nusc.scene}
+    out = []
+    for lab in label_dataset(nusc, rule):
+        scene = scenes[lab["scene"]]
+        cue = _cue(scene.get("description", ""))
+        sample = nusc.get("sample", lab["sample_token"])
+        cam = nusc.get("sample_data", sample["data"]["CAM_FRONT"])
+        out.append({**lab, "dataroot": dataroot, "version": version,
+                    "image": nusc.get_sample_data_path(cam["token"]),
+                    "size": [cam["width"], cam["height"]],
+                    "heldout": scene["name"] in held, "cue": cue,
+                    "scenario": _scenario(scene.get("description", "")),
+                    "kind": "front" if cue in (None, "CAM_FRONT") else "tool",
+                    "cue_box": _cue_box(nusc, cam["token"]) if cue == "CAM_FRONT zoom" else None})
+    return out
+
+
+def _heldout_scenes(nusc: Any, version: str) -> set[str]:
+    names = [s["name"] for s in nusc.scene]
+    if version in SPLITS:
+        from nuscenes.utils.splits import create_splits_scenes
+        return set(create_splits_scenes()[SPLITS[version][1]]) & set(names)
+    ranked = sorted(names, key=lambda s: hashlib.sha256(s.encode()).hexdigest())
+    return set(ranked[:max(1, math.ceil(HELDOUT_SHARE * len(names)))] if len(names) > 1 else [])
+
+
+def _cue(description: str) -> str | None:
+    m = re.search(r"cue:\s*([^;]+)", description)
+    return m.group(1).strip() if m else None
+
+
+def _scenario(description: str) -> str:
+    m = re.search(r"synthetic:\s*([\w-]+)", description)
+    return m.group(1) if m else "real"
+
+
+def _cue_box(nusc: Any, cam_token: str) -> list[float] | None:
+    """The traffic light's box in the front image (original pixels): where the expert zooms."""
+    lights = [b for b in boxes_in_view(nusc, cam_token) if "traffic_light" in b["class"]]
+    return min(lights, key=lambda b: b["distance"])["box2d"] if lights else None
+
+
+def _sample(r: dict[str, Any]) -> Sample:
+    speed = r.get("ego_speed") or 0.0
+    prompt = (f"Front camera. Navigation: {r['nav_command']}. Speed: {speed:.1f} m/s. "
+              "Predict the meta actions (speed, path) for now, +2 s, +4 s and +6 s.")
+    meta = {"drive": {"dataroot": r["dataroot"], "version": r["version"],
+                      "sample_token": r["sample_token"]},
+            "kind": r["kind"], "scenario": r["scenario"], "cue": r["cue"], "scene": r["scene"],
+            "nav_command": r["nav_command"], "ego_speed": speed, "rule": r["rule"],
+            "size": r["size"], "padded": r.get("padded", False)}
+    if r["cue_box"] is not None:
+        meta["box"] = [float(v) for v in r["cue_box"]]
+    return Sample(id=f"{r['scene']}-{r['sample_token'][:8]}", prompt=prompt,
+                  images={"CAM_FRONT": r["image"]}, answer=r["meta_actions"], domain=DOMAIN,
+                  meta=meta)
+
+
+# ---------------------------------------------------------------- answers
+def meta_text(actions: Sequence[Sequence[str]]) -> str:
+    """The answer block for four [speed, path] steps."""
+    return f"<meta actions>{json.dumps([f'{s}, {p}' for s, p in actions])}</meta actions>"
+
+
+def answer(text: str, sample: Sample) -> Answer:
+    """DriveAgent-R1's answer reward (0.7 speed + 0.3 path edit similarity); the accuracy
+    reported is the sequence-average joint accuracy (both right, over the four steps)."""
+    value, details = meta_action_reward(text, sample.answer)
+    return Answer(value, float(details.get("seq_joint", 0.0)), details)
+
+
+def check(answer_text: str, sample: Sample) -> float:
+    return answer(answer_text, sample).accuracy
+
+
+def eval_metrics(samples: Sequence[Sample], accuracy: Sequence[float],
+                 details: Sequence[dict[str, Any]] | None = None) -> dict[str, float]:
+    """First-frame and sequence-average joint accuracy, speed and path accuracy, and the
+    accuracy per kind (front / tool: does looking closer pay where only a tool shows the cue)."""
+    out: dict[str, float] = {}
+    details = list(details or [{}] * len(samples))
+    for key in ("first_frame_joint", "seq_joint", "speed_acc", "path_acc"):
+        out[key] = sum(float(d.get(key, 0.0)) for d in details) / max(1, len(details))
+    out["parsed"] = sum(bool(d.get("parsed")) for d in details) / max(1, len(details))
+    for group in ("kind", "scenario"):
+        by: dict[str, list[float]] = {}
+        for s, a in zip(samples, accuracy, strict=True):
+            by.setdefault(str(s.meta.get(group)), []).append(a)
+        out.update({f"accuracy/{k}": sum(v) / len(v) for k, v in sorted(by.items())}
+                   if group == "kind" else
+                   {f"scenario/{k}": sum(v) / len(v) for k, v in sorted(by.items())})
+    return out
+
+
+# ---------------------------------------------------------------- experts
+def seen_box(sample: Sample, seen_size: Callable[[int, int], tuple[int, int]]) -> list[int]:
+    """Where the expert zooms, in the front image as the model sees it: the traffic light's
+    box grown to MIN_ROI_SEEN per side (the RoI tool needs more than 28), or the whole image."""
+    w, h = sample.meta["size"]
+    sw, sh = seen_size(w, h)
+    if "box" not in sample.meta:
+        return [0, 0, sw, sh]
+    x0, y0, x1, y1 = to_seen(sample.meta["box"], (w, h), (sw, sh))
+    cx, cy = (x0 + x1) / 2, (y0 + y1) / 2
+    half_w, half_h = max(x1 - x0, MIN_ROI_SEEN) / 2, max(y1 - y0, MIN_ROI_SEEN) / 2
+    x0 = int(min(max(0, cx - half_w), sw - 2 * half_w))
+    y0 = int(min(max(0, cy - half_h), sh - 2 * half_h))
+    return [max(0, x0), max(0, y0), min(sw, x0 + math.ceil(2 * half_w)),
+            min(sh, y0 + math.ceil(2 * half_h))]
+
+
+def expert_call(sample: Sample, seen_size: Callable[[int, int], tuple[int, int]]) -> ToolCall:
+    """The call that shows the sample's decisive cue: a zoom on a far traffic light, the camera
+    the cue is in, the frame a second earlier, or (cue in front / real data) the 3D objects."""
+    cue = sample.meta.get("cue") or "CAM_FRONT"
+    if cue == "CAM_FRONT zoom":
+        return ToolCall("RoI_Inspection", {"view_index": 0, "bbox": seen_box(sample, seen_size),
+                                           "description": "traffic light"})
+    if "history" in cue or "earlier" in cue:
+        return ToolCall("get_view_with_frame", {"view_index": 0, "frame_index": 1})
+    cam = cue.split()[0]
+    if cam in CAMERAS and cam != "CAM_FRONT":
+        return ToolCall("get_view_with_frame", {"view_index": CAMERAS.index(cam),
+                                                "frame_index": 0})
+    return ToolCall("detect_3d_objects", {"view_index": 0})
+
+
+def expert_turns(sample: Sample, mode: str, seen_size_fn: Callable[[int, int], tuple[int, int]],
+                 fmt: str = "drive") -> list[str]:
+    """Scripted turns in DriveAgent-R1's layout, short for tiny models: the scenario is named
+    in <reasoning> right before the prediction, so the decision is a few tokens at one place.
+    tool mode: [description, the call that shows the cue; reasoning, prediction, answer]."""
+    actions = sample.answer
+    desc = f"<description>{sample.meta['nav_command']}</description>"
+    tail = (f"<reasoning>{sample.meta['scenario'].replace('_', ' ')}</reasoning>"
+            f"<prediction>{actions[0][0]}</prediction>")
+    if mode == "text":
+        return [f"<think_no_tools>{desc}{tail}</think_no_tools>{meta_text(actions)}"]
+    if mode != "tool":
+        raise ValueError(f"unknown mode {mode!r} (valid: tool, text)")
+    call = get_format(fmt).render_call(expert_call(sample, seen_size_fn))
+    return [f"<think_with_tools>{desc}{call}",
+            f"{tail}</think_with_tools>{meta_text(actions)}"]

@@ -23,12 +23,12 @@ from typing import Any
 from vlmagent import agent, protocol, trajectory
 from vlmagent.config import Config
 from vlmagent.debug.samples import DebugError, domain_sample, shipped_sample, upload_sample
-from vlmagent.train.data import dataset_args
 from vlmagent.domains import DOMAINS, get_domain
 from vlmagent.images import QWEN2_5_VL_DEFAULT, Budget, ImageCache, Size
 from vlmagent.policy import Generation
 from vlmagent.rewards.episode import RewardTerms, score_episodes
 from vlmagent.tools import make_tools
+from vlmagent.train.data import dataset_args
 from vlmagent.types import Sample, ToolCall, Trajectory
 
 

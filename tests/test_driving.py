@@ -201,5 +201,18 @@ def test_shipped_configs_load(tmp_path):
         assert cfg.domain.name == "driving" and cfg.agent.format == "drive"
         assert set(cfg.agent.tools) == set(TOOLS)
     stages = yaml.safe_load((ROOT / "configs/drive_cascade.yaml").read_text())["train"]["stages"]
-    assert [s.get("mode_groups", False) for s in stages] == [False, True, False]
-    assert [s.get("adaptive_mode", False) for s in stages] == [False, False, True]
+    assert [s["kind"] for s in stages] == ["warmup", "readout", "grpo", "grpo"]
+    assert [s.get("mode_groups", False) for s in stages] == [False, False, True, False]
+    assert [s.get("adaptive_mode", False) for s in stages] == [False, False, False, True]
+
+
+def test_perception_batch_pairs_the_front_image_with_the_cue_view(root):
+    seen = lambda w, h: (140, 84)  # noqa: E731
+    batch = driving.perception_batch(12, 0, seen, dataroot=str(root), version=VERSION)
+    assert len(batch) == 12 and all(b["overview"].size == (140, 84) for b in batch)
+    for b in batch:
+        assert 0 <= b["cell"] < driving.CELLS
+        assert 0 <= b["label"] < len(driving.ANSWERS["scenario"])
+    zoomed = [b for b in batch if driving.CUES[b["cell"]] == "CAM_FRONT zoom"]
+    lights = {"red_light_far", "green_light_far"}
+    assert all(driving.ANSWERS["scenario"][b["label"]] in lights for b in zoomed)

@@ -180,7 +180,8 @@ def cmd_drive(args: argparse.Namespace) -> int:
         if args.scenes < 1:
             raise UsageError(f"--scenes must be at least 1, got {args.scenes}")
         info = make_dataset(args.out, args.scenes, seed=args.seed, version=args.version,
-                            size=tuple(args.size), seconds=args.seconds, progress=not args.quiet)
+                            size=tuple(args.size), seconds=args.seconds, progress=not args.quiet,
+                            workers=args.workers)
         print(json.dumps(info, indent=1))
         return 0
     from vlmagent.drive.labels import LabelRule, format_distribution, write_labels
@@ -273,6 +274,8 @@ def build_parser() -> argparse.ArgumentParser:
     mp.add_argument("--size", type=int, nargs=2, default=[640, 360], metavar=("W", "H"),
                     help="camera image size")
     mp.add_argument("--seconds", type=float, default=20.0, help="scene length")
+    mp.add_argument("--workers", type=int, default=1,
+                    help="processes rendering scenes (0: one per core); the same bytes")
     mp.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     lp = dsub.add_parser("labels", help="one meta-action label row per labelled key frame")
     lp.add_argument("--dataroot", required=True)

@@ -290,6 +290,8 @@ class AgentConfig:
     max_tool_calls: int = 3  # DriveAgent-R1's limit; further calls get an error observation
     max_new_tokens: int = 256  # per assistant turn
     max_total_tokens: int = 4096  # the whole episode, prompt and images included
+    expert_hints: bool = False  # scripted experts (force_mode none): half of each mode's episodes
+    # get that mode's hint in the prompt, as forced-mode RL stages (mode_groups) will give it
     tools_in_prompt: bool = True  # false: no tool descriptions in the system prompt (a tiny
     # model with a small vocabulary learns its calls from SFT; the specs would be ~2k tokens)
     temperature: float = 1.0  # 0 = greedy

@@ -32,9 +32,12 @@ import numpy as np
 from vlmagent.domains.common import load_samples, save_samples
 from vlmagent.drive.labels import LabelRule, label_dataset
 from vlmagent.drive.nusc import CAMERAS, boxes_in_view, load_nusc
+from vlmagent.drive.synth_scenarios import SCENARIOS
+from vlmagent.images import resize_seen
 from vlmagent.protocol import get_format
 from vlmagent.rewards.driving import meta_action_reward
 from vlmagent.rewards.episode import Answer
+from vlmagent.tools import TOOLS, ToolEnv
 from vlmagent.tools.image import to_seen
 from vlmagent.types import Sample, ToolCall
 
@@ -48,9 +51,15 @@ HELDOUT_SHARE = 0.2  # of the scenes of a version without a published split
 SPLITS = {"v1.0-mini": ("mini_train", "mini_val"), "v1.0-trainval": ("train", "val")}
 MIN_ROI_SEEN = 32  # RoI boxes the expert draws: each side at least this (the tool needs > 28)
 
-__all__ = ["ANSWER_TAG", "DOMAIN", "HELDOUT_FROM", "KINDS", "VERSION", "answer", "check",
-           "eval_metrics", "expert_turns", "load_samples", "make_samples", "meta_text",
-           "save_samples", "seen_box"]
+# The perception warm-up (train/warmup.py) on generated data: "where" (from the front image) is
+# the view that shows the scene's cue, "what" (from the expert tool's image) is the scenario.
+CUES = ("CAM_FRONT", "CAM_FRONT zoom", "CAM_FRONT_LEFT", "CAM_FRONT_RIGHT", "CAM_FRONT history")
+CELLS = len(CUES)
+ANSWERS = {"scenario": list(SCENARIOS)}
+
+__all__ = ["ANSWERS", "ANSWER_TAG", "CELLS", "DOMAIN", "HELDOUT_FROM", "KINDS", "VERSION",
+           "answer", "check", "eval_metrics", "expert_turns", "load_samples", "make_samples",
+           "meta_text", "perception_batch", "save_samples", "seen_box"]
 
 
 # ---------------------------------------------------------------- samples
@@ -233,3 +242,33 @@ def expert_turns(sample: Sample, mode: str, seen_size_fn: Callable[[int, int], t
     call = get_format(fmt).render_call(expert_call(sample, seen_size_fn))
     return [f"<think_with_tools>{desc}{call}",
             f"{tail}</think_with_tools>{meta_text(actions)}"]
+
+
+# ---------------------------------------------------------------- perception warm-up
+def perception_batch(n: int, seed: int, seen_size: Callable[[int, int], tuple[int, int]],
+                     difficulty: float = 1.0, dataroot: str | None = None,
+                     version: str = "v1.0-mini", rule: dict[str, Any] | None = None
+                     ) -> list[dict[str, Any]]:
+    """n training key frames for the warm-up: {overview (the front image as seen), zoom (the
+    image of the expert's call, as seen), cell (CUES index), label (ANSWERS index)}. Needs
+    the generator's scenario and cue per scene, so generated data only. (`difficulty`: every
+    key frame is as hard as it is.)"""
+    samples = make_samples(n, seed, Path(dataroot or "."), dataroot=dataroot, version=version,
+                           rule=rule)
+    if any(s.meta["scenario"] not in SCENARIOS for s in samples):
+        raise ValueError("the driving warm-up needs generated scenes (scenario and cue in "
+                         "scene.description); real nuScenes has neither")
+    out = []
+    for s in samples:
+        env = ToolEnv.from_sample(s, seen_size=seen_size)
+        front = env.images["CAM_FRONT"]
+        call = expert_call(s, seen_size)
+        result = TOOLS[call.name]()(call.arguments, env)
+        if result.error:
+            raise ValueError(f"{s.id}: the expert's {call.name} failed: {result.error}")
+        view = env.images[next(reversed(env.images))]
+        out.append({"overview": resize_seen(front.image, front.seen),
+                    "zoom": resize_seen(view.image, view.seen),
+                    "cell": CUES.index(s.meta.get("cue") or "CAM_FRONT"),
+                    "label": SCENARIOS.index(s.meta["scenario"])})
+    return out

@@ -17,13 +17,13 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import multiprocessing
 import os
 from collections import Counter
 from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from multiprocessing import get_context
 from pathlib import Path
 
 import cv2
@@ -168,10 +168,12 @@ def paint_ground(road: Road, rng: np.random.Generator, res: float = 0.1) -> sr.G
     x0, y0 = pts.min(0) - 60
     x1, y1 = pts.max(0) + 60
     g = sr.Ground(np.empty((int((y1 - y0) / res) + 1, int((x1 - x0) / res) + 1, 3), np.uint8),
-               res, float(x0), float(y1))
+                  res, float(x0), float(y1))
     g.img[:] = sr.GRASS
-    px = lambda p: np.round(np.stack([(p[:, 0] - x0) / res, (y1 - p[:, 1]) / res], 1)  # noqa
-                            * 8).astype(np.int32)
+
+    def px(p: np.ndarray) -> np.ndarray:  # local metres -> raster pixels, 3 fraction bits
+        return np.round(np.stack([p[:, 0] - x0, y1 - p[:, 1]], 1) / res * 8).astype(np.int32)
+
     cv2.fillPoly(g.img, [px(walk_r), px(walk_l)], SIDEWALK, cv2.LINE_AA, 3)
     cv2.fillPoly(g.img, [px(surface)], ASPHALT, cv2.LINE_AA, 3)
     for d in (road.right_edge, road.left_edge):  # kerbs
@@ -383,12 +385,14 @@ def _scene(root: Path, tables: dict, sc: Scenario, i: int, seed: int, size: tupl
 def make_dataset(out: str | Path, scenes: int, seed: int = 0, version: str = "v1.0-synth",
                  size: tuple[int, int] = (640, 360), seconds: float = 20.0,
                  progress: bool = False, scenarios: Sequence[str] | None = None,
-                 workers: int | None = None) -> dict:
+                 workers: int = 1) -> dict:
     """Write `scenes` synthetic scenes of `seconds` each (2 Hz key frames) under `out` in the
-    nuScenes layout. `scenarios` restricts the scenario names (default: all of SCENARIOS);
-    `workers` processes render scenes in parallel (default: one per CPU, at most `scenes`),
-    with the same output for any number. Returns {"version", "dataroot", "scenes", "samples",
-    "scenarios": {name: count}}."""
+    nuScenes layout. `scenarios` restricts the scenario names (default: all of SCENARIOS).
+    workers > 1 renders scenes in that many spawned processes (0: one per CPU), with the same
+    output; a script calling it so needs the usual `if __name__ == "__main__":` guard.
+    Returns {"version", "dataroot", "scenes", "samples", "scenarios": {name: count}}."""
+    if scenes < 1:
+        raise ValueError(f"scenes must be at least 1, got {scenes}")
     root = Path(out)
     for sub in [version, "maps"] + [f"samples/{c}" for c in CHANNELS]:
         (root / sub).mkdir(parents=True, exist_ok=True)
@@ -396,22 +400,21 @@ def make_dataset(out: str | Path, scenes: int, seed: int = 0, version: str = "v1
     plans = plan_scenes(scenes, seed, seconds, scenarios)
     tables = {name: [] for name in TABLES}
     tables.update(_static_tables())
-    workers = min(scenes, os.cpu_count() or 1) if workers is None else workers
     jobs = [(root, sc, i, seed, size) for i, sc in enumerate(plans)]
+    workers = min(scenes, workers or os.cpu_count() or 1)
     with tqdm(total=sum(len(sc.ego) for sc in plans), disable=not progress, unit="frame",
               desc="synthetic scenes") as bar:
         if workers <= 1:
-            parts = (_write_scene(*job, tick=lambda: bar.update(1)) for job in jobs)
+            parts = [_write_scene(*job, tick=lambda: bar.update(1)) for job in jobs]
         else:  # spawn: a forked child could inherit locked threads (OpenCV, torch)
-            pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"))
-            parts = pool.map(_write_scene, *zip(*jobs))
-        for sc, part in zip(plans, parts):  # in scene order, however they were made
-            for name, rows in part.items():
-                tables[name] += rows
-            if workers > 1:
-                bar.update(len(sc.ego))
-        if workers > 1:
-            pool.shutdown()
+            with ProcessPoolExecutor(workers, mp_context=get_context("spawn")) as pool:
+                parts = []
+                for sc, part in zip(plans, pool.map(_write_scene, *zip(*jobs))):
+                    parts.append(part)
+                    bar.update(len(sc.ego))
+    for part in parts:  # in scene order, however they were made
+        for name, rows in part.items():
+            tables[name] += rows
     for name in TABLES:
         with open(root / version / f"{name}.json", "w") as f:
             json.dump(tables[name], f, indent=0)

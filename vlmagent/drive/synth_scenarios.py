@@ -27,7 +27,7 @@ SUB = 10  # integration steps per key frame
 DT = KEY_DT / SUB
 LANE_W = 3.5
 EGO_FRONT = 3.5  # ego origin (rear axle on the ground, as nuScenes) to the front bumper, metres
-CAM_FRONT_X = 1.70  # CAM_FRONT ahead of the ego origin (synth_render.CAMERAS)
+CAM_FRONT_X = 1.70  # CAM_FRONT ahead of the ego origin (synth.CAMERAS)
 SIDE_CUE_DEG = 35.0  # CAM_FRONT sees +-32 deg: a side-camera cue stays beyond this bearing
 ROAD_BEHIND, ROAD_AHEAD = 250.0, 320.0  # road drawn behind the start / beyond the last pose
 
@@ -135,6 +135,21 @@ class Block:
 
 
 @dataclass
+class Script:
+    """What a scenario script decides: the road, the ego's speed along its lane (fine grid), the
+    decisive actors and props, and stretches (s_lo, s_hi, side: -1 right, +1 left, 0 both) that
+    the surroundings must leave free around the cue."""
+    road: Road
+    s: np.ndarray
+    v: np.ndarray
+    actors: list[Actor] = field(default_factory=list)
+    blocks: list[Block] = field(default_factory=list)
+    zones: list[tuple[float, float, int]] = field(default_factory=list)
+    params: dict = field(default_factory=dict)  # the drawn numbers; "oncoming_max" (s) keeps
+    # oncoming cars from crossing a crossing, "adjacent" lets a neighbour lane carry traffic
+
+
+@dataclass
 class Scenario:
     name: str
     cue: str  # where the decisive cue is: CAM_FRONT, CAM_FRONT zoom, CAM_FRONT_LEFT, ...
@@ -150,14 +165,15 @@ class Scenario:
         return f"synthetic: {self.name}; cue: {self.cue}"
 
 
-def n_fine(n_key: int) -> int:
-    return (n_key - 1) * SUB + 1
+def _t(n_key: int) -> np.ndarray:
+    """The fine time grid: SUB steps per key frame, up to the last key frame."""
+    return np.arange((n_key - 1) * SUB + 1) * DT
 
 
 def speed_profile(v0: float, phases, n_key: int) -> tuple[np.ndarray, np.ndarray]:
     """Fine-grid (s, v) of a driver who, from each phase's start time (t, accel, v_target) on,
     changes speed at |accel| towards the target and then holds it."""
-    n = n_fine(n_key)
+    n = len(_t(n_key))
     v = np.empty(n)
     v[0] = v0
     phases = sorted(phases)
@@ -176,31 +192,22 @@ def _track(road: Road, n_key: int, kind: str, category: str, wlh, colour, s, d=0
     """An actor moving along road coordinates s(t), d(t) (fine grid or constants). Its box
     heading follows its velocity; when it stands it keeps its last heading (or `facing`,
     relative to the road, before it first moves)."""
-    n = n_fine(n_key)
+    n = len(_t(n_key))
     s = np.broadcast_to(np.asarray(s, float), (n,)).copy()
     d = np.broadcast_to(np.asarray(d, float), (n,)).copy()
     x, y, ryaw = road.at(s, d)
-    ds, dd = (np.gradient(s), np.gradient(d)) if n > 1 else (np.zeros(1), np.zeros(1))
-    moving = np.hypot(ds, dd) > 1e-4
-    last = np.maximum.accumulate(np.where(moving, np.arange(n), -1))
+    ds, dd = np.gradient(s), np.gradient(d)
+    last = np.maximum.accumulate(np.where(np.hypot(ds, dd) > 1e-4, np.arange(n), -1))
     head = np.where(last >= 0, np.arctan2(dd, ds)[np.maximum(last, 0)], facing)
-    yaw = np.angle(np.exp(1j * (ryaw + head)))
-    speed = np.hypot(np.gradient(x), np.gradient(y)) / DT if n > 1 else np.zeros(1)
     k = np.arange(n_key) * SUB
+    speed = (np.hypot(np.gradient(x), np.gradient(y)) / DT)[k]
     lamps = [lamp] * n_key if isinstance(lamp, str) else list(lamp)
-    attrs = []
-    for v in speed[k]:
-        if kind in ("car", "truck"):
-            attrs.append(["vehicle.parked" if parked else
-                          "vehicle.moving" if v > 0.3 else "vehicle.stopped"])
-        elif kind == "ped":
-            attrs.append(["pedestrian.moving" if v > 0.2 else "pedestrian.standing"])
-        elif kind == "light":
-            attrs.append([f"traffic_light.{lamps[len(attrs)]}"])
-        else:
-            attrs.append([])
-    return Actor(kind, category, tuple(float(v) for v in wlh), colour, x[k], y[k], yaw[k],
-                 speed[k], attrs, lamps, **kw)
+    attrs = [["vehicle.parked" if parked else "vehicle.moving" if v > 0.3 else "vehicle.stopped"]
+             if kind in ("car", "truck") else
+             ["pedestrian.moving" if v > 0.2 else "pedestrian.standing"] if kind == "ped" else
+             [f"traffic_light.{lp}"] if kind == "light" else [] for v, lp in zip(speed, lamps)]
+    return Actor(kind, category, tuple(float(v) for v in wlh), colour, x[k], y[k],
+                 np.angle(np.exp(1j * (ryaw + head)))[k], speed, attrs, lamps, **kw)
 
 
 def _vehicle(rng, road, n_key, s, d=0.0, *, truck: bool = False, **kw) -> Actor:
@@ -210,8 +217,8 @@ def _vehicle(rng, road, n_key, s, d=0.0, *, truck: bool = False, **kw) -> Actor:
         colour = (228, 228, 222) if rng.random() < 0.6 else CAR_COLOURS[rng.integers(10)]
         return _track(road, n_key, "truck", "vehicle.truck", wlh, colour, s, d, **kw)
     wlh = (rng.uniform(1.75, 2.0), rng.uniform(4.0, 4.9), rng.uniform(1.45, 1.7))
-    colour = kw.pop("colour", CAR_COLOURS[rng.integers(len(CAR_COLOURS))])
-    return _track(road, n_key, "car", "vehicle.car", wlh, colour, s, d, **kw)
+    return _track(road, n_key, "car", "vehicle.car", wlh,
+                  CAR_COLOURS[rng.integers(len(CAR_COLOURS))], s, d, **kw)
 
 
 def _ped(rng, road, n_key, s, d, **kw) -> Actor:
@@ -221,15 +228,10 @@ def _ped(rng, road, n_key, s, d, **kw) -> Actor:
                   colour2=SHIRTS[rng.integers(len(SHIRTS))], **kw)
 
 
-def _t(n_key: int) -> np.ndarray:
-    return np.arange(n_fine(n_key)) * DT
-
-
-# ---- the scenario scripts: each returns (Scenario without scenery, zones to keep free) ----
-# A zone (s_lo, s_hi, side) keeps parked cars, sidewalk clutter and scenery away from a cue
-# (side -1 right, +1 left, 0 both); "oncoming_max" keeps oncoming traffic off a crossing.
+# ---- the scenario scripts ----
 
 def _clear_road(rng, n_key):
+    """Nothing to react to: cruise at 8-12 m/s, or start slowly and accelerate to it."""
     road_kw = dict(n_same=int(rng.integers(1, 3)), n_opp=int(rng.integers(1, 3)))
     if rng.random() < 0.4:  # starts slowly and accelerates on the free road
         v0, vc = rng.uniform(0.0, 3.0), rng.uniform(9.0, 12.0)
@@ -243,10 +245,12 @@ def _clear_road(rng, n_key):
     if rng.random() < 0.5:  # a car far ahead pulling away: a car ahead alone means nothing
         vl = v.max() + rng.uniform(1.0, 3.0)
         actors.append(_vehicle(rng, road, n_key, rng.uniform(35, 60) + vl * _t(n_key)))
-    return road, s, v, actors, [], {"adjacent": True}
+    return Script(road, s, v, actors, params={"adjacent": True})
 
 
 def _lead_braking(rng, n_key):
+    """The car ahead in the ego lane brakes from the first frame on (brake lights lit); the ego
+    reacts within a second and stops 4-7 m behind it, braking at 2.5-4.5 m/s^2."""
     for _ in range(200):
         v0, gap0 = rng.uniform(8.0, 12.0), rng.uniform(12.0, 25.0)
         vl0, a_l = v0 - rng.uniform(0.0, 2.0), rng.uniform(2.5, 4.0)
@@ -266,8 +270,8 @@ def _lead_braking(rng, n_key):
     road = make_road(s[-1] + ROAD_AHEAD, n_opp=int(rng.integers(1, 3)))
     lead = _vehicle(rng, road, n_key, s_l, truck=truck, lamp="brake", key=True)
     lead.wlh = (lead.wlh[0], length, lead.wlh[2])
-    params = dict(v0=v0, gap0=gap0, lead_decel=a_l, ego_decel=a_e, reaction=t_r)
-    return road, s, v, [lead], [], params
+    return Script(road, s, v, [lead], params=dict(v0=v0, gap0=gap0, lead_decel=a_l,
+                                                  ego_decel=a_e, reaction=t_r))
 
 
 def _traffic_light(rng, n_key, red: bool):
@@ -283,16 +287,17 @@ def _traffic_light(rng, n_key, red: bool):
     z_over = rng.uniform(4.6, 5.2)
     light = dict(wlh=(0.42, 0.35, 1.05), lamp=colour, key=True, facing=math.pi)
     actors = [_track(road, n_key, "light", "static_object.traffic_light", colour=(28, 30, 28),
-                     s=s_l, d=d, z=z, **light) for d, z in ((d_over, z_over), (d_pole, 2.3))]
+                     s=s_l - ds, d=d, z=z, **light)  # overhead on the arm; on the pole's front
+              for d, z, ds in ((d_over, z_over, 0.0), (d_pole, 2.3, 0.35))]
     px, py, yaw = road.at(s_l, d_pole)
     mx, my, _ = road.at(s_l, (d_pole + d_over) / 2)
     grey = (120, 122, 125)
     blocks = [Block(float(px), float(py), float(yaw), 0.22, 0.22, 0.0, z_over + 1.35, grey),
               Block(float(mx), float(my), float(yaw) + math.pi / 2, d_over - d_pole + 0.6, 0.14,
                     z_over + 1.05, 0.14, grey)]
-    params = dict(v0=v0, brake_at=t_b, decel=a, stop_line=stop_line, light_s=s_l,
-                  blocks=blocks, oncoming_max=stop_line - 8)
-    return road, s, v, actors, [(stop_line - 25, stop_line + 14, 0)], params
+    return Script(road, s, v, actors, blocks, [(stop_line - 25, stop_line + 14, 0)],
+                  dict(v0=v0, brake_at=t_b, decel=a, stop_line=stop_line, light_s=s_l,
+                       oncoming_max=stop_line - 8))
 
 
 def _pedestrian(rng, n_key, crossing: bool):
@@ -316,45 +321,43 @@ def _pedestrian(rng, n_key, crossing: bool):
             continue
         v0 = min(v0, 9.0)
         behaviour = "cross" if crossing else str(rng.choice(["stand", "along", "away"]))
-        if crossing:
+        d, sp = np.full_like(t, d0), np.full_like(t, s_p)
+        if crossing:  # to the far sidewalk; the ego brakes to stop g metres short of its path
             t_b = t_r + (room - v0 * t_r - v0 ** 2 / (2 * a)) / v0
             s, v = speed_profile(v0, [(t_b, a, 0.0)], n_key)
-            far = road.edge(-side) - side * 1.5
-            d = d0 - side * np.minimum(v_p * t, abs(far - d0))
-            sp = s_p
+            d = d0 - side * np.minimum(v_p * t, abs(road.edge(-side) - side * 1.5 - d0))
         else:
             s, v = speed_profile(v0, [], n_key)
-            d, sp = np.full_like(t, d0), np.full_like(t, s_p)
             if behaviour == "along":  # a few metres along the sidewalk, then it waits
                 sp = s_p + rng.choice([-1, 1]) * np.minimum(v_p * t, 8.0)
             elif behaviour == "away":
                 d = d0 + side * np.minimum(v_p * t, road.sidewalk - m - 0.4)
-        # the side camera, not CAM_FRONT, shows the pedestrian while the ego still moves
-        k = np.arange(n_key) * SUB
-        ok = True
-        for i in k:
-            on_walk = side * (d[i] - edge) > 0.3
-            if v[i] < 0.3 or not on_walk or s_p - s[i] < CAM_FRONT_X:
-                continue
-            cx = np.asarray(sp if np.isscalar(sp) else sp[i]) - s[i] - CAM_FRONT_X
-            xs, ys = cx + np.array([-.4, .4, -.4, .4]), abs(d[i]) + np.array([-.4, -.4, .4, .4])
-            ok &= bool(np.all((xs <= 0) | (np.arctan2(ys, xs) >= math.radians(SIDE_CUE_DEG - 1))))
-        if ok:
+        # while the ego moves and the pedestrian is on the sidewalk, no corner of its box may
+        # be within CAM_FRONT's field of view
+        i = np.arange(n_key) * SUB
+        ahead = sp[i, None] + [-0.4, 0.4, -0.4, 0.4] - s[i, None] - CAM_FRONT_X
+        across = np.abs(d[i, None]) + [-0.4, -0.4, 0.4, 0.4]
+        outside = (ahead <= 0) | (np.arctan2(across, ahead) >= math.radians(SIDE_CUE_DEG - 1))
+        if np.all(outside.all(1) | (v[i] < 0.3) | (side * (d[i] - edge) <= 0.3)):
             break
+    else:
+        raise RuntimeError("no pedestrian script fits")
     road = make_road(s[-1] + ROAD_AHEAD, shoulder=road.shoulder, sidewalk=road.sidewalk)
     ped = _ped(rng, road, n_key, sp, d, key=True,
                facing=-side * math.pi / 2 if crossing else float(rng.choice([0, math.pi])))
-    params = dict(v0=v0, side=side, ped_s=s_p, ped_d0=d0, behaviour=behaviour,
-                  oncoming_max=s_p - 12)
-    return road, s, v, [ped], [(s_p - 18, s_p + 14, side)], params
+    return Script(road, s, v, [ped], zones=[(s_p - 18, s_p + 14, 0)],
+                  params=dict(v0=v0, side=side, ped_s=s_p, ped_d0=d0, behaviour=behaviour,
+                              oncoming_max=s_p - 12))
 
 
 def _turn(rng, n_key, sign: int):
+    """A 90-degree bend, in view from the start, taken at 6-8 m/s with R <= 2.2 v so that 2 s
+    of driving in it ends more than 4 m to the side."""
     v = rng.uniform(6.0, 8.0)
     radius, t_b = rng.uniform(12.0, min(20.0, 2.2 * v)), rng.uniform(1.5, 6.0)
     s, vv = speed_profile(v, [], n_key)
     road = make_road(s[-1] + ROAD_AHEAD, bend=(v * t_b, radius, sign))
-    return road, s, vv, [], [], dict(v=v, radius=radius, bend_s=v * t_b, bend_at=t_b)
+    return Script(road, s, vv, params=dict(v=v, radius=radius, bend_s=v * t_b, bend_at=t_b))
 
 
 def _cut_in(rng, n_key):
@@ -376,7 +379,7 @@ def _cut_in(rng, n_key):
         raise RuntimeError("no cut_in script fits")
     road = make_road(s[-1] + ROAD_AHEAD, n_same=2, n_opp=int(rng.integers(1, 3)))
     car = _vehicle(rng, road, n_key, s_c, d_c, key=True)
-    return road, s, v, [car], [], dict(v0=v0, cutter_speed=vc, decel=a, gap0=gap0)
+    return Script(road, s, v, [car], params=dict(v0=v0, cutter_speed=vc, decel=a, gap0=gap0))
 
 
 SCRIPTS = {
@@ -394,11 +397,15 @@ SCRIPTS = {
 
 # ---- everything around the cue: traffic that never interacts with the ego, and scenery ----
 
-def _free(zones, s: float, side: int, pad: float = 0.0) -> bool:
-    return all(not lo - pad <= s <= hi + pad or zs not in (0, side) for lo, hi, zs in zones)
+def _free(zones, s, side: int, pad: float = 0.0) -> bool:
+    """Whether positions s (a number or a path) on `side` keep `pad` metres from every zone."""
+    a, b = float(np.min(s)), float(np.max(s))
+    return all(b < lo - pad or a > hi + pad or zs not in (0, side) for lo, hi, zs in zones)
 
 
 def _traffic(rng, road: Road, n_key: int, zones, params, s_lo: float, s_hi: float) -> list:
+    """Parked cars, cones, oncoming traffic, sidewalk pedestrians and bicycle racks: all kept
+    off the zones, none on a path that meets the ego or the decisive actors."""
     t, out = _t(n_key), []
     s, parked = s_lo + rng.uniform(0, 20), []
     while s < s_hi:  # parked cars on the right shoulder
@@ -428,9 +435,9 @@ def _traffic(rng, road: Road, n_key: int, zones, params, s_lo: float, s_hi: floa
             s0 += rng.uniform(30.0, 80.0)
     for _ in range(int(rng.integers(0, 4))):  # pedestrians who stay on the sidewalk
         side, s = int(rng.choice([-1, 1])), rng.uniform(s_lo + 30, s_hi - 30)
-        if _free(zones, s, side, 6.0):
-            walk = rng.choice([-1, 0, 1]) * rng.uniform(1.0, 1.5)
-            out.append(_ped(rng, road, n_key, s + walk * t, road.edge(side) + side
+        walk = s + rng.choice([-1, 0, 1]) * rng.uniform(1.0, 1.5) * t
+        if _free(zones, walk, side, 6.0):
+            out.append(_ped(rng, road, n_key, walk, road.edge(side) + side
                             * rng.uniform(1.3, road.sidewalk - 2.0),
                             facing=float(rng.choice([0, math.pi]))))
     for _ in range(int(rng.integers(0, 3))):
@@ -473,14 +480,12 @@ def _scenery(rng, road: Road, zones) -> list[Block]:
         s, placed = lo, []
         while s < hi:  # buildings
             length, depth = rng.uniform(10.0, 28.0), rng.uniform(8.0, 15.0)
-            dc = outer + side * (rng.uniform(0.5, 5.0) + depth / 2)
+            dc = outer + side * (rng.uniform(1.0, 5.0) + depth / 2)
             x, y, yaw = road.at(s + length / 2, dc)
+            u, w = np.meshgrid(np.linspace(-0.5, 0.5, 5) * length, np.linspace(-0.5, 0.5, 3)
+                               * depth)  # footprint points, all beyond the sidewalk
             c, sn = math.cos(float(yaw)), math.sin(float(yaw))
-            px = x + np.array([1, 1, -1, -1, 1, -1, 0, 0]) * length / 2 * c \
-                - np.array([1, -1, 1, -1, 0, 0, 1, -1]) * depth / 2 * sn
-            py = y + np.array([1, 1, -1, -1, 1, -1, 0, 0]) * length / 2 * sn \
-                + np.array([1, -1, 1, -1, 0, 0, 1, -1]) * depth / 2 * c
-            _, d = road.to_road(px, py)
+            _, d = road.to_road((x + c * u - sn * w).ravel(), (y + sn * u + c * w).ravel())
             diag = math.hypot(length, depth)
             if np.all(side * d >= side * outer + 0.3) and all(
                     math.hypot(x - b.x, y - b.y) > 0.5 * (diag + math.hypot(b.l, b.w))
@@ -494,13 +499,13 @@ def _scenery(rng, road: Road, zones) -> list[Block]:
 
 
 def build_scenario(name: str, rng: np.random.Generator, n_key: int) -> Scenario:
-    """Script `name` (one of SCENARIOS) for n_key key frames, with its surroundings."""
+    """Script `name` (one of SCENARIOS) for n_key (>= 2) key frames, with its surroundings."""
     script, cue = SCRIPTS[name]
-    road, s, v, actors, zones, params = script(rng, n_key)
-    if cue is None:
-        cue = "CAM_FRONT_LEFT" if params["side"] > 0 else "CAM_FRONT_RIGHT"
-    blocks = params.pop("blocks", [])
-    x, y, yaw = road.at(s[::SUB])
-    actors += _traffic(rng, road, n_key, zones, params, s[0] - 60, s[-1] + 150)
-    blocks += _scenery(rng, road, zones)
-    return Scenario(name, cue, road, np.stack([x, y, yaw], 1), v[::SUB], actors, blocks, params)
+    sc = script(rng, n_key)
+    if cue is None:  # the pedestrian's side
+        cue = "CAM_FRONT_LEFT" if sc.params["side"] > 0 else "CAM_FRONT_RIGHT"
+    x, y, yaw = sc.road.at(sc.s[::SUB])
+    actors = sc.actors + _traffic(rng, sc.road, n_key, sc.zones, sc.params, sc.s[0] - 60,
+                                  sc.s[-1] + 150)
+    return Scenario(name, cue, sc.road, np.stack([x, y, yaw], 1), sc.v[::SUB], actors,
+                    sc.blocks + _scenery(rng, sc.road, sc.zones), sc.params)

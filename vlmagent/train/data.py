@@ -11,6 +11,7 @@ import hashlib
 import json
 import os
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -101,4 +102,18 @@ def expert_episodes(cfg: Config, policy: Any, batch: Sequence[Sample], domain: s
         modes = dict.fromkeys(modes, cfg.agent.force_mode)
     actor = agent.ScriptedActor(policy, lambda ep: mod.expert_turns(
         ep.sample, modes[ep.sample.id], seen, cfg.agent.format))
-    return agent.rollout(policy, batch, cfg.agent, actor=actor, seed=seed, progress=progress)
+    if not (cfg.agent.expert_hints and cfg.agent.force_mode == "none"):
+        return agent.rollout(policy, batch, cfg.agent, actor=actor, seed=seed, progress=progress)
+    # every other episode of each mode has the forced-mode hint in its prompt: the policy learns
+    # to follow the hint that forced-mode RL (mode_groups) gives, and to choose without one
+    hint = [((i + offset) // 2) % 2 == 0 for i in range(len(batch))]
+    out: list[Trajectory | None] = [None] * len(batch)
+    for force in ("none", "tool", "text"):
+        idx = [i for i, s in enumerate(batch)
+               if (modes[s.id] if hint[i] else "none") == force]
+        if idx:
+            acfg = replace(cfg.agent, force_mode=force)
+            for i, t in zip(idx, agent.rollout(policy, [batch[i] for i in idx], acfg,
+                                               actor=actor, seed=seed, progress=progress)):
+                out[i] = t
+    return out  # type: ignore[return-value]

@@ -35,13 +35,13 @@ from vlmagent.config import Config, StageConfig
 from vlmagent.domains import PerceptionDomain, get_domain
 from vlmagent.losses import sft_loss
 from vlmagent.protocol import MODE_TAGS
+from vlmagent.rewards.episode import answer_tag
 from vlmagent.train.common import StageRun, pad_masked, shard, step_seed
-from vlmagent.train.data import expert_episodes, seen_fn, train_samples
+from vlmagent.train.data import dataset_args, expert_episodes, seen_fn, train_samples
 from vlmagent.types import Trajectory
 
 HEADS = "warmup_heads"
 HEAD_SEED = 1234  # heads start the same on every rank and every run
-OPEN, CLOSE = "<answer>", "</answer>"
 
 
 def _domain(stage: StageConfig) -> PerceptionDomain:
@@ -81,11 +81,14 @@ def image_tokens(policy: Any, images: list[Any]) -> list[torch.Tensor]:
     return list(policy.image_features(policy.encode_images(images)).pooler_output)
 
 
-def decision_mask(policy: Any, traj: Trajectory, calls: bool = True) -> list[int]:
+def decision_mask(policy: Any, traj: Trajectory, calls: bool = True,
+                  tag: str = "answer") -> list[int]:
     """1 on the policy tokens that carry the episode's decisions: the content of the final
-    <answer></answer>, and (with `calls`) every tool-calling turn from its reasoning (zoomgrid's
-    expert names the cell there) to the end of the call's arguments (the box)."""
+    <answer></answer> (the domain's answer tag: driving <meta actions>), and (with `calls`)
+    every tool-calling turn from its reasoning (zoomgrid's expert names the cell there) to the
+    end of the call's arguments (the box)."""
     mask = [0] * len(traj.token_ids)
+    open_, close = f"<{tag}>", f"</{tag}>"
     turns = [t for t in traj.turns if t.role == "assistant"]
     for n, turn in enumerate(turns):
         a0, a1 = turn.span
@@ -95,11 +98,11 @@ def decision_mask(policy: Any, traj: Trajectory, calls: bool = True) -> list[int
             spans.append((len(text), len(text) + len(piece)))
             text += piece
         ranges = []
-        if n == len(turns) - 1 and CLOSE in text:
-            end = text.rfind(CLOSE)
-            start = text.rfind(OPEN, 0, end)
+        if n == len(turns) - 1 and close in text:
+            end = text.rfind(close)
+            start = text.rfind(open_, 0, end)
             if start >= 0:
-                ranges.append((start + len(OPEN), end))
+                ranges.append((start + len(open_), end))
         if calls and turn.tool_call is not None:  # formats write arguments as json.dumps
             args = json.dumps(turn.tool_call.arguments, ensure_ascii=False)
             end = text.rfind(args)
@@ -119,7 +122,7 @@ def _perception(run: StageRun, cfg: Config, heads: Any, seed: int) -> tuple[torc
     st, policy = run.stage, run.policy
     difficulty = min(1.0, run.step / max(1, st.steps // 4))  # easy images first
     batch = shard(_domain(st).perception_batch(st.batch_size, seed, seen_fn(policy, cfg.agent),
-                                               difficulty), run.acc)
+                                               difficulty, **dataset_args(cfg)), run.acc)
     over = image_tokens(policy, [b["overview"] for b in batch])
     zoom = image_tokens(policy, [b["zoom"] for b in batch])
     where = heads["where"](torch.stack([o.mean(0) for o in over]))
@@ -160,7 +163,8 @@ def readout_step(run: StageRun, cfg: Config, data: Any) -> dict[str, float]:
     lps = policy.logprobs([trajectory.context(t) for t in mine])
     calls = run.step >= st.steps // 2
     lp, mask = pad_masked(lps, [t.loss_mask for t in mine])
-    _, dmask = pad_masked(lps, [decision_mask(policy, t, calls) for t in mine])
+    tag = answer_tag(get_domain(st.domain))
+    _, dmask = pad_masked(lps, [decision_mask(policy, t, calls, tag) for t in mine])
     # token-level means over the whole batch (all ranks), as sft_step does
     full = sft_loss(lp, mask)[0] * run.global_share(float(mask.sum()))
     decisive = sft_loss(lp, dmask)[0] * run.global_share(float(dmask.sum()))

@@ -24,7 +24,7 @@ endef
 .PHONY: help setup demo test test-fast lint bench clean
 
 help:
-	@echo "make demo       install, score the example sites and model responses, train a tiny zoom agent and a tiny web agent"
+	@echo "make demo       install, score the example sites and model responses, train a tiny zoom agent, a tiny web agent and a tiny driving agent"
 	@echo "make test       install, then run the whole test suite"
 	@echo "make test-fast  the suite without tests marked slow"
 	@echo "make lint       ruff check"
@@ -47,11 +47,19 @@ demo: setup
 	@test -f out/demo/tiny-web/config.json || $(VENV)/bin/vlmagent tiny --out out/demo/tiny-web --corpus web
 	$(VENV)/bin/vlmagent train configs/webgen_tiny_short.yaml policy.path=out/demo/tiny-web \
 		train.output_dir=out/demo/webgen domain.data_dir=out/demo/data
+	$(VENV)/bin/vlmagent drive make-data --out out/demo/nusc --scenes 12 --size 320 180 --workers 2 -q
+	$(VENV)/bin/vlmagent rollout configs/drive_rollout.yaml --n 4 --out out/demo/drive_traj.jsonl \
+		--policy expert policy.path=out/demo/tiny domain.dataroot=out/demo/nusc \
+		domain.data_dir=out/demo/data agent.tools_in_prompt=false
+	$(VENV)/bin/vlmagent train configs/drive_cascade_short.yaml policy.path=out/demo/tiny \
+		domain.dataroot=out/demo/nusc train.output_dir=out/demo/drive domain.data_dir=out/demo/data
 	@echo "demo: website scores in $(CURDIR)/out/demo/results.jsonl"
 	@echo "demo: report         in $(CURDIR)/out/demo/report.html (model responses: responses.html)"
 	@echo "demo: trajectories   in $(CURDIR)/out/demo/traj.jsonl (images in out/demo/traj.images/)"
 	@echo "demo: training curve in $(CURDIR)/out/demo/cascade/<stage>/eval.json"
 	@echo "demo: web generation in $(CURDIR)/out/demo/webgen/<stage>/eval.json (projects: responses-static.jsonl)"
+	@echo "demo: driving        in $(CURDIR)/out/demo/drive/<stage>/eval.json (nuScenes-format data: out/demo/nusc;"
+	@echo "                        expert episodes with tool images for vlmagent debug: out/demo/drive_traj.jsonl)"
 	@if [ -n "$$DISPLAY" ] && command -v xdg-open >/dev/null; then xdg-open out/demo/report.html; fi
 
 test: setup

@@ -325,7 +325,7 @@ def test_the_cascade_configs_train() -> None:
 
 @pytest.mark.parametrize("stages, message", [
     ("[{kind: ppo}]", "unknown kind 'ppo'"),
-    ("[{kind: sft, domain: driving}]", "unknown domain 'driving'"),
+    ("[{kind: sft, domain: flying}]", "unknown domain 'flying'"),
     ("[{kind: sft}, {kind: sft}]", "two stages are named 'sft'"),
     ("[]", "train.stages is empty"),
 ])

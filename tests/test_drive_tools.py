@@ -313,7 +313,7 @@ def test_roi_inspection_rejects_tiny_and_outside_boxes(data):
     root, nusc = data
     env = env_for(root, history_sample(nusc))
     tiny = call("RoI_Inspection", {"view_index": 0, "bbox": [10, 10, 35, 120]}, env).error
-    assert tiny.startswith("RoI_Inspection: argument 'bbox': [10, 10, 35, 120] is too small")
+    assert tiny.startswith("RoI_Inspection: argument 'bbox': bbox [10, 10, 35, 120] is too small")
     assert "each side must exceed 28" in tiny
     outside = call("RoI_Inspection", {"view_index": 0, "bbox": [400, 0, 900, 100]}, env).error
     assert "lies mostly outside the image" in outside and "x in [0, 476]" in outside

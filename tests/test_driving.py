@@ -196,7 +196,7 @@ def test_cascade_stages_train_with_forced_and_adaptive_modes(root, tmp_path, tin
 
 
 def test_shipped_configs_load(tmp_path):
-    for name in ("drive_cascade.yaml", "drive_rollout.yaml"):
+    for name in ("drive_cascade.yaml", "drive_cascade_short.yaml", "drive_rollout.yaml"):
         cfg = config.load(ROOT / "configs" / name)
         assert cfg.domain.name == "driving" and cfg.agent.format == "drive"
         assert set(cfg.agent.tools) == set(TOOLS)
@@ -213,6 +213,6 @@ def test_perception_batch_pairs_the_front_image_with_the_cue_view(root):
     for b in batch:
         assert 0 <= b["cell"] < driving.CELLS
         assert 0 <= b["label"] < len(driving.ANSWERS["scenario"])
-    zoomed = [b for b in batch if driving.CUES[b["cell"]] == "CAM_FRONT zoom"]
+    zoomed = [b for b in batch if driving.FRONT[b["cell"]] == "CAM_FRONT zoom"]
     lights = {"red_light_far", "green_light_far"}
     assert all(driving.ANSWERS["scenario"][b["label"]] in lights for b in zoomed)

@@ -39,7 +39,7 @@ from PIL import Image, ImageDraw
 from vlmagent.drive import nusc as nu
 from vlmagent.images import load_image
 from vlmagent.tools.base import ImageRef, Tool, ToolEnv, validate
-from vlmagent.tools.image import MAX_OUT_PIXELS, MIN_SIDE, CropTool, _fmt, scale_of, to_original
+from vlmagent.tools.image import MAX_OUT_PIXELS, CropTool, _fmt
 from vlmagent.types import ToolResult
 
 VIEW_NAMES = ("front", "front left", "front right", "back", "back left", "back right")
@@ -185,18 +185,11 @@ class RoIInspectionTool(CropTool):
         *_, view, _, image = opened
         ref = ImageRef(image, tuple(env.seen_size(*image.size)))
         cam = nu.CAMERAS[view]
-        box, note, err = self._clip(args["bbox"], ref, cam)
-        if err:
-            return ToolResult(error=f"{self.name}: argument 'bbox': {err}")
-        ox0, oy0, ox1, oy1 = to_original(box, ref.size, ref.seen)
+        region = self._region(args["bbox"], ref, cam, f"{cam}'s image")
+        if isinstance(region, str):
+            return ToolResult(error=f"{self.name}: argument 'bbox': {region}")
+        box, note, (ox0, oy0, ox1, oy1) = region
         ow, oh = ox1 - ox0, oy1 - oy0
-        sx, sy = scale_of(ref.size, ref.seen)
-        if ow <= MIN_SIDE or oh <= MIN_SIDE:
-            return ToolResult(error=(
-                f"{self.name}: argument 'bbox': {_fmt(box)} is too small: it covers {ow}x{oh} "
-                f"original pixels and each side must exceed {MIN_SIDE}: make it more than "
-                f"{MIN_SIDE / sx:.1f} px wide and {MIN_SIDE / sy:.1f} px tall in {cam}'s image "
-                f"as you see it ({ref.seen[0]}x{ref.seen[1]})"))
         crop = image.crop((ox0, oy0, ox1, oy1))
         # Each side at least half the model input size of the source (DriveAgent-R1, LANCZOS).
         scale = max(1.0, ref.seen[0] / 2 / ow, ref.seen[1] / 2 / oh)

@@ -87,18 +87,11 @@ class CropTool(Tool):
             return ToolResult(error=f"{self.name}: unknown image {name!r}; available images: "
                                     f"{', '.join(env.images)}")
         ref = env.images[name]
-        box, note, err = self._clip(args["bbox"], ref, name)
-        if err:
-            return ToolResult(error=f"{self.name}: {err}")
-        ox0, oy0, ox1, oy1 = to_original(box, ref.size, ref.seen)
+        region = self._region(args["bbox"], ref, name, f"image {name!r}")
+        if isinstance(region, str):
+            return ToolResult(error=f"{self.name}: {region}")
+        box, note, (ox0, oy0, ox1, oy1) = region
         ow, oh = ox1 - ox0, oy1 - oy0
-        sx, sy = scale_of(ref.size, ref.seen)
-        if ow <= MIN_SIDE or oh <= MIN_SIDE:
-            return ToolResult(error=(
-                f"{self.name}: bbox {_fmt(box)} is too small: it covers {ow}x{oh} original pixels"
-                f" and each side must exceed {MIN_SIDE}: make it more than {MIN_SIDE / sx:.1f} "
-                f"px wide and {MIN_SIDE / sy:.1f} px tall in image {name!r} as you see it "
-                f"({ref.seen[0]}x{ref.seen[1]})"))
         crop = ref.image.crop((ox0, oy0, ox1, oy1))
         # Each side at least half the model input size (the seen size of the source).
         need = max(ref.seen[0] / 2 / ow, ref.seen[1] / 2 / oh)
@@ -114,6 +107,23 @@ class CropTool(Tool):
                 f"{_fmt((ox0, oy0, ox1, oy1))}){note}: new image {out!r}, "
                 f"{seen[0]}x{seen[1]} as you see it.")
         return ToolResult(text=text, images=[crop])
+
+    def _region(self, bbox: list[float], ref: ImageRef, name: str, where: str
+                ) -> tuple[Box, str, Box] | str:
+        """(the box clipped in the seen frame, a note on the clipping, the box in original
+        pixels), or why it cannot be cropped (`where` names the image in that message)."""
+        box, note, err = self._clip(bbox, ref, name)
+        if err:
+            return err
+        ox0, oy0, ox1, oy1 = to_original(box, ref.size, ref.seen)
+        ow, oh = ox1 - ox0, oy1 - oy0
+        sx, sy = scale_of(ref.size, ref.seen)
+        if ow <= MIN_SIDE or oh <= MIN_SIDE:
+            return (f"bbox {_fmt(box)} is too small: it covers {ow}x{oh} original pixels and "
+                    f"each side must exceed {MIN_SIDE}: make it more than {MIN_SIDE / sx:.1f} px "
+                    f"wide and {MIN_SIDE / sy:.1f} px tall in {where} as you see it "
+                    f"({ref.seen[0]}x{ref.seen[1]})")
+        return box, note, (ox0, oy0, ox1, oy1)
 
     def _clip(self, bbox: list[float], ref: ImageRef, name: str) -> tuple[Box, str, str | None]:
         """Clip small overhangs; reject inverted or mostly-outside boxes (with the valid range)."""

@@ -49,6 +49,7 @@ HELDOUT_FROM = 1_000_000  # seeds from here on draw held-out scenes
 HELDOUT_SHARE = 0.2  # of the scenes of a version without a published split
 # the devkit's published scene splits (nuscenes.utils.splits) for the real versions
 SPLITS = {"v1.0-mini": ("mini_train", "mini_val"), "v1.0-trainval": ("train", "val")}
+STOPPED = 0.5  # m/s: below it the expert describes the car as stopped
 MIN_ROI_SEEN = 32  # RoI boxes the expert draws: each side at least this (the tool needs > 28)
 
 # The perception warm-up (train/warmup.py) on generated data: "where" (from the front image) is
@@ -230,15 +231,20 @@ def expert_call(sample: Sample, seen_size: Callable[[int, int], tuple[int, int]]
 
 def expert_turns(sample: Sample, mode: str, seen_size_fn: Callable[[int, int], tuple[int, int]],
                  fmt: str = "drive") -> list[str]:
-    """Scripted turns in DriveAgent-R1's layout, short for tiny models: the navigation command
-    as the description, and the scenario named in <reasoning> (after the tool's image in tool
-    mode) right before the prediction, so that decision is a few tokens at one place. (Naming
-    the front view's class in the description too, which decides the call, lowered the tiny
-    recipe's held-out accuracy after DM-SFT from 0.71 to 0.54.)
+    """Scripted turns in DriveAgent-R1's layout, short for tiny models: the description says
+    whether the car is stopped (read from the prompt's speed) and the navigation command; the
+    scenario is named in <reasoning> (after the tool's image in tool mode) right before the
+    prediction, so each decision is a few tokens at one place. (Naming the front view's class
+    in the description too, which decides the call, lowered the tiny recipe's held-out accuracy
+    after DM-SFT from 0.71 to 0.54.)
     tool mode: [description, the call that shows the cue; reasoning, prediction, answer]."""
     actions = sample.answer
-    desc = f"<description>{sample.meta['nav_command']}</description>"
-    tail = (f"<reasoning>{sample.meta['scenario'].replace('_', ' ')}</reasoning>"
+    state = "stopped" if sample.meta.get("ego_speed", 0.0) < STOPPED else "moving"
+    desc = f"<description>{state}, {sample.meta['nav_command']}</description>"
+    scenario = sample.meta["scenario"]  # real scenes: nobody wrote one down; say the speed
+    why = scenario.replace("_", " ") if scenario in SCENARIOS else \
+        f"{sample.meta.get('ego_speed', 0.0):.0f} m/s"
+    tail = (f"<reasoning>{why}</reasoning>"
             f"<prediction>{actions[0][0]}</prediction>")
     if mode == "text":
         return [f"<think_no_tools>{desc}{tail}</think_no_tools>{meta_text(actions)}"]

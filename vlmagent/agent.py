@@ -31,6 +31,7 @@ from vlmagent.config import AgentConfig
 from vlmagent.images import ImageCache, resize_seen
 from vlmagent.policy import Context, Generation
 from vlmagent.rewards.episode import call_quality
+from vlmagent.router import route_for
 from vlmagent.tools import make_tools
 from vlmagent.tools.base import ToolEnv
 from vlmagent.types import Sample, ToolCall, ToolResult, Trajectory, Turn
@@ -122,7 +123,8 @@ def start_episode(policy: Any, sample: Sample, cfg: AgentConfig, tools: dict[str
         return policy.seen_size(w, h, cfg.min_pixels, cfg.max_pixels)
 
     shown = shown if shown is not None else sample.meta.get("shown", list(sample.images))
-    env = ToolEnv.from_sample(sample, shown, renderer=renderer, seen_size=seen_size)
+    env = ToolEnv.from_sample(sample, shown, renderer=renderer, seen_size=seen_size,
+                              route=route_for(policy, cfg))
     traj = Trajectory(id=f"{sample.id}#{index}", sample_id=sample.id,
                       forced_mode=None if cfg.force_mode == "none" else cfg.force_mode)
     ep = Episode(sample, traj, env, cache=cache)
@@ -145,6 +147,7 @@ def start_episode(policy: Any, sample: Sample, cfg: AgentConfig, tools: dict[str
     traj.turns += [Turn("system", system, span=(0, 0)),
                    Turn("user", text, images=list(shown), span=(0, len(ids)))]
     traj.images.extend(images)
+    traj.image_levels.extend(env.images[n].level for n in shown)
     traj.token_ids.extend(ids)
     traj.loss_mask.extend([0] * len(ids))
     return ep
@@ -392,6 +395,7 @@ def _tool_turn(policy: Any, e: Episode, result: ToolResult, names: list[str],
     start = len(e.traj.token_ids)
     _append(e, ids, 0)
     e.traj.images.extend(images)
+    e.traj.image_levels.extend(e.env.images[n].level for n in names)
     e.traj.turns.append(Turn("tool", rendered, images=names, error=result.error,
                              span=(start, len(e.traj.token_ids))))
 

@@ -9,6 +9,8 @@
     vlmagent debug [--policy PATH|manual] [--config FILE] [--host 127.0.0.1] [--port N]
     vlmagent drive make-data --out DIR --scenes N [--seed S] [--version V]
     vlmagent drive labels --dataroot DIR --version V --out labels.jsonl [--rule JSON]
+    vlmagent router eval CONFIG --out report.json [--n N] [--policy PATH] [key.path=value ...]
+    vlmagent router train CONFIG [key.path=value ...]     (the same as `train`)
     vlmagent check-config FILE [key.path=value ...]
 
 Exit codes: 0 done (low scores are results, not errors), 1 the job itself failed,
@@ -195,6 +197,34 @@ def cmd_drive(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_router(args: argparse.Namespace) -> int:
+    """The visual-resolution router: train (the cascade's vico/router stages) or evaluate."""
+    if args.router_cmd == "train":
+        return cmd_train(args)
+    from dataclasses import replace
+
+    from vlmagent.errors import UsageError
+    from vlmagent.policy import Policy
+    from vlmagent.router.evaluate import SETTINGS, router_eval, trained_paths
+
+    cfg = config_mod.load(args.config, args.overrides + args.extra)
+    settings = tuple(args.settings.split(",")) if args.settings else SETTINGS
+    bad = [s for s in settings if s not in SETTINGS]
+    if bad:
+        raise UsageError(f"unknown setting {bad[0]!r} (valid: {', '.join(SETTINGS)})")
+    path, head = trained_paths(cfg)
+    path = args.policy or path
+    if "learned" in settings and not head:
+        raise UsageError("the learned setting needs a router head: train the config's `router` "
+                         "stage first, or set agent.router.path")
+    cfg = replace(cfg, agent=replace(cfg.agent, router=replace(cfg.agent.router, path=head)))
+    policy = Policy.from_pretrained(path, cfg.policy.dtype, cfg.policy.device)
+    print(f"[router eval] policy {path}; router head {head}")
+    router_eval(cfg, policy, args.n, args.out, settings)
+    print(f"report: {args.out}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="vlmagent", description=__doc__.split("\n")[0])
     ap.add_argument("-v", "--verbose", action="store_true", help="debug logging")
@@ -283,6 +313,21 @@ def build_parser() -> argparse.ArgumentParser:
     lp.add_argument("--out", required=True, help="labels JSONL")
     lp.add_argument("--rule", help='label thresholds as JSON, e.g. \'{"accel_delta": 1.0}\'')
     drp.set_defaults(fn=cmd_drive)
+
+    rtp = sub.add_parser("router", help="the visual-resolution router: train, or evaluate "
+                         "fixed / heuristic / learned / self-routing on held-out episodes")
+    rsub = rtp.add_subparsers(dest="router_cmd", required=True)
+    rtt = rsub.add_parser("train", help="run the config's stages (vico, router, ...)")
+    rtt.add_argument("config")
+    rtt.add_argument("overrides", nargs="*", metavar="key.path=value")
+    rte = rsub.add_parser("eval", help="held-out episodes under every setting -> report JSON")
+    rte.add_argument("config")
+    rte.add_argument("overrides", nargs="*", metavar="key.path=value")
+    rte.add_argument("--out", required=True, help="report JSON")
+    rte.add_argument("--n", type=int, default=96, help="held-out samples")
+    rte.add_argument("--policy", help="model folder (default: the config's last trained stage)")
+    rte.add_argument("--settings", help="comma-separated subset of the settings")
+    rtp.set_defaults(fn=cmd_router)
 
     cp = sub.add_parser("check-config", help="load a config strictly and print it resolved")
     cp.add_argument("file")

@@ -278,6 +278,19 @@ class PolicyConfig:
 
 
 @dataclass
+class RouterConfig:
+    """The visual-resolution router (vlmagent/router): a pixel budget level per image."""
+
+    kind: str = "fixed"  # fixed | heuristic | learned (router.ROUTERS)
+    levels: list[float] = field(default_factory=lambda: [1.0, 0.25])  # x agent.max_pixels
+    fixed_level: int = 0  # fixed: the level of every image (0 = full budget)
+    threshold: float = 6.0  # heuristic: grey levels of detail lost at the low level -> full
+    path: str | None = None  # learned: the router head's folder
+    percentile: float = 50.0  # router stage: r below this percentile of recent r -> low level
+    window: int = 512  # router stage: the sliding window of loss ratios r
+
+
+@dataclass
 class AgentConfig:
     """The multi-turn rollout loop (agent.py)."""
 
@@ -298,6 +311,7 @@ class AgentConfig:
     top_p: float = 1.0
     min_pixels: int = 28 * 28 * 4  # pixel budget per image (the router may narrow it)
     max_pixels: int = 448 * 448
+    router: RouterConfig = field(default_factory=RouterConfig)
 
 
 @dataclass
@@ -320,7 +334,7 @@ class StageConfig:
     """One training stage. Unset (None) fields take their value from `train.defaults`."""
 
     name: str | None = None  # folder under train.output_dir; defaults to the kind
-    kind: str | None = None  # sft | mpo | dpo | grpo | gspo | warmup | readout (train.TRAIN_KINDS)
+    kind: str | None = None  # sft | mpo | dpo | grpo | gspo | warmup | readout | vico | router
     domain: str | None = None  # the domain this stage trains on (domains.DOMAINS)
     steps: int | None = None  # optimiser steps
     lr: float | None = None
@@ -340,6 +354,7 @@ class StageConfig:
     mode_groups: bool | None = None  # half of each group forced into tool mode, half text
     tool_bonus: float | None = None  # added when the answer is right and a tool was called
     adaptive_mode: bool | None = None  # DriveAgent-R1 adaptive mode reward (rewards/episode.py)
+    resolution_penalty: float | None = None  # VisionThink self-routing penalty (paper: 0.1)
     format_weight: float | None = None  # x the DriveAgent-R1 format score in [0, 1] (paper 0.2)
     tool_quality_weight: float | None = None  # x the mean call quality in [0, 1] of the episode
     checkpoint_every: int | None = None
@@ -360,7 +375,8 @@ def _default_stage() -> StageConfig:
                        schedule="constant", batch_size=8, group_size=8, epochs_per_batch=1,
                        max_new_tokens=96, temperature=1.0, beta=0.1, kl_coef=0.0,
                        eps_low=0.2, eps_high=0.2, token_level=False, drop_equal_groups=True,
-                       mode_groups=False, tool_bonus=0.0, adaptive_mode=False, format_weight=0.0,
+                       mode_groups=False, tool_bonus=0.0, adaptive_mode=False,
+                       resolution_penalty=0.0, format_weight=0.0,
                        tool_quality_weight=0.0, checkpoint_every=25, n_train=512, eval_n=64,
                        until=0.0, probe_every=10, probe_n=64, eval_temperature=0.0,
                        rollout_chunk=0, overlap_scoring=True, freeze=[])

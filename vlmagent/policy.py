@@ -306,6 +306,22 @@ class Policy:
                                      temperature))
         return out
 
+    def log_dists(self, contexts: list[Context], masks: list[list[int]]) -> list[torch.Tensor]:
+        """Per context, log-softmax over the whole vocabulary at the positions that predict the
+        tokens whose mask is 1 ([k, vocab], with grad): for token-level KL (ViCO, train/vico.py).
+        Memory is k x vocab per context: meant for response tokens, not whole episodes."""
+        batch = self._batch(contexts)
+        hidden = self.core.model(**batch, use_cache=False).last_hidden_state  # [B, T, H]
+        head = self.core.get_output_embeddings()
+        width = batch["input_ids"].shape[1]
+        out = []
+        for b, (c, m) in enumerate(zip(contexts, masks)):
+            n = len(c.token_ids)
+            keep = torch.tensor(m[1:n], dtype=torch.bool, device=hidden.device)
+            rows = hidden[b, width - n:width - 1][keep]  # predicts the masked tokens
+            out.append(torch.log_softmax(head(rows).float(), -1))
+        return out
+
     @torch.no_grad()
     def generate(self, contexts: list[Context], max_new_tokens: int, temperature: float = 1.0,
                  top_p: float = 1.0, stop_strings: tuple[str, ...] | list[str] = (),

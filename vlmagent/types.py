@@ -60,6 +60,7 @@ class Trajectory:
     sample_id: str = ""
     turns: list[Turn] = field(default_factory=list)
     images: list[Any] = field(default_factory=list)
+    image_levels: list[int] = field(default_factory=list)  # the router's level per image
     mode: str | None = None  # "tool" | "text" | None: the mode tag the policy opened with
     forced_mode: str | None = None  # the mode hinted in the prompt, if any
     mode_matched: bool | None = None  # behaviour agreed with the tag (and the forced mode)
@@ -79,7 +80,7 @@ class Trajectory:
 class TermScore:
     """One named term of an episode's reward: what it adds to the total (weight applied)."""
 
-    name: str  # answer | format | tool_quality | tool_bonus | mode
+    name: str  # answer | format | tool_quality | tool_bonus | mode | resolution
     value: float
     details: dict[str, Any] = field(default_factory=dict)
 

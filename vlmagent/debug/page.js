@@ -76,8 +76,9 @@ function figure(im, pickable) {
   if (pickable) attachPicker(wrap, img, im.name);
   const orig = im.original ? `, original ${im.original[0]}x${im.original[1]}` : "";
   const est = S.policy.tokenized ? "" : " (estimated from the pixel budget)";
+  const lvl = im.level == null ? "" : ` \u00b7 router level ${im.level}${im.level ? "" : " (full)"}`;
   return el("figure", {}, wrap, el("figcaption", {
-    text: `${im.name}: seen ${im.seen[0]}x${im.seen[1]}${orig} \u00b7 ${im.tokens} tokens${est}`}));
+    text: `${im.name}: seen ${im.seen[0]}x${im.seen[1]}${orig} \u00b7 ${im.tokens} tokens${est}${lvl}`}));
 }
 
 function attachPicker(wrap, img, name) {

@@ -75,6 +75,7 @@ def episode_view(s: Session, traj: Trajectory, store: ImageStore, live: bool) ->
         list(traj.meta.get("debug_sources", []))
     mask = traj.loss_mask
     images = iter(traj.images)
+    levels = iter(traj.image_levels)  # the router's level per image (older files: none)
     turns, k = [], 0
     for i, t in enumerate(traj.turns):
         shown = []
@@ -84,7 +85,7 @@ def episode_view(s: Session, traj: Trajectory, store: ImageStore, live: bool) ->
                 break
             shown.append({"name": name, "url": f"/img/{store.put(im)}.png", "seen": list(im.size),
                           "tokens": _tokens_per_image(s, im.size),
-                          "original": originals.get(name)})
+                          "level": next(levels, None), "original": originals.get(name)})
         a, b = t.span
         v: dict[str, Any] = {"index": i, "role": t.role, "text": t.text, "images": shown,
                              "error": t.error, "span": [a, b], "n_tokens": b - a,

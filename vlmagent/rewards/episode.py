@@ -82,6 +82,7 @@ class RewardTerms:
     format_weight: float = 0.0
     tool_quality_weight: float = 0.0
     adaptive_mode: bool = False
+    resolution_penalty: float = 0.0  # VisionThink's self-routing penalty (0.1 in the paper)
 
     @classmethod
     def from_stage(cls, stage: StageConfig) -> RewardTerms:
@@ -90,7 +91,8 @@ class RewardTerms:
         return cls(tool_bonus=float(stage.tool_bonus or 0.0),
                    format_weight=float(stage.format_weight or 0.0),
                    tool_quality_weight=float(stage.tool_quality_weight or 0.0),
-                   adaptive_mode=bool(stage.adaptive_mode))
+                   adaptive_mode=bool(stage.adaptive_mode),
+                   resolution_penalty=float(stage.resolution_penalty or 0.0))
 
     @classmethod
     def from_config(cls, cfg: Config) -> RewardTerms:
@@ -177,6 +179,27 @@ def mode_rewards(group: Sequence[Trajectory], accuracy: Sequence[float]) -> list
     return out
 
 
+FULL_RES_TOOL = "full_resolution"  # tools/views.py: the self-routing request
+LOW_RIGHT = 0.2  # VisionThink: below this share of right direct answers, asking is right
+
+
+def asked_full(traj: Trajectory) -> bool:
+    return any(t.tool_call is not None and t.tool_call.name == FULL_RES_TOOL
+               for t in traj.turns)
+
+
+def resolution_penalties(group: Sequence[Trajectory], accuracy: Sequence[float],
+                         penalty: float) -> list[float]:
+    """VisionThink's term for one group: -penalty for answering from the low-resolution image
+    when fewer than 20% of the group's direct answers were right (the image needed the full
+    budget), else -penalty for asking for it. Without it the policy learns to always ask;
+    penalising every request teaches it never to."""
+    direct = [a for t, a in zip(group, accuracy) if not asked_full(t)]
+    low_right = sum(direct) / len(direct) if direct else 0.0
+    need_full = low_right < LOW_RIGHT
+    return [-penalty if asked_full(t) != need_full else 0.0 for t in group]
+
+
 # ---------------------------------------------------------------- the reward
 def score_episodes(trajs: Sequence[Trajectory], samples: Sequence[Sample], terms: RewardTerms,
                    domain: Checker, group_size: int = 1,
@@ -201,9 +224,14 @@ def score_episodes(trajs: Sequence[Trajectory], samples: Sequence[Sample], terms
         for i in range(0, len(trajs), group_size):
             adaptive[i:i + group_size] = mode_rewards(trajs[i:i + group_size],
                                                       acc[i:i + group_size])
+    res = [0.0] * len(trajs)
+    if terms.resolution_penalty:
+        for i in range(0, len(trajs), group_size):
+            res[i:i + group_size] = resolution_penalties(
+                trajs[i:i + group_size], acc[i:i + group_size], terms.resolution_penalty)
     out = []
     tag = answer_tag(domain)
-    for t, s, text, ans, ad in zip(trajs, samples, texts, answers, adaptive):
+    for t, s, text, ans, ad, rp in zip(trajs, samples, texts, answers, adaptive, res):
         a = ans.value
         fmt = format_score(assistant_text(t), tag)
         quality = t.meta.get("call_quality") or []
@@ -218,10 +246,11 @@ def score_episodes(trajs: Sequence[Trajectory], samples: Sequence[Sample], terms
             TermScore("tool_bonus", bonus, {"tool_calls": t.n_tool_calls}),
             TermScore("mode", forced + ad, {"forced": forced, "adaptive": ad,
                                             "mode": t.mode, "matched": t.mode_matched}),
+            TermScore("resolution", rp, {"asked_full": asked_full(t)}),
         ]
         # summed in this order, the mode term's two parts last, so that rewards equal those
         # of the code this replaced bit for bit (group advantages see no rounding change)
-        total = a + parts[1].value + parts[2].value + bonus + forced + ad
+        total = a + parts[1].value + parts[2].value + bonus + forced + ad + rp
         out.append(EpisodeReward(total, ans.accuracy, answer, parts))
     return out
 

@@ -12,13 +12,14 @@ from vlmagent.tools.drive import (
 )
 from vlmagent.tools.image import CropTool, ZoomTool
 from vlmagent.tools.render import RenderHtmlTool
-from vlmagent.tools.views import RetrieveViewTool
+from vlmagent.tools.views import FullResolutionTool, RetrieveViewTool
 
 TOOLS: dict[str, type[Tool]] = {
     "crop": CropTool,
     "zoom": ZoomTool,
     "render_html": RenderHtmlTool,
     "retrieve_view": RetrieveViewTool,
+    "full_resolution": FullResolutionTool,  # self-routing (VisionThink), vlmagent/router
     # DriveAgent-R1's driving tools (need sample.meta["drive"]); names as in its prompts
     "get_view_with_frame": GetViewWithFrameTool,
     "RoI_Inspection": RoIInspectionTool,
@@ -36,6 +37,6 @@ def make_tools(names: Iterable[str]) -> dict[str, Tool]:
     return {n: TOOLS[n]() for n in names}
 
 
-__all__ = ["TOOLS", "CropTool", "DepthEstimationTool", "Detect3DObjectsTool",
+__all__ = ["TOOLS", "CropTool", "DepthEstimationTool", "Detect3DObjectsTool", "FullResolutionTool",
            "GetViewWithFrameTool", "ImageRef", "RenderHtmlTool", "RetrieveViewTool",
            "RoIInspectionTool", "Tool", "ToolEnv", "ZoomTool", "make_tools", "validate"]

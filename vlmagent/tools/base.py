@@ -25,6 +25,7 @@ class ImageRef:
 
     image: Image.Image
     seen: Size  # (width, height) after the processor's resize
+    level: int = 0  # the router's pixel budget level (0 = full; vlmagent/router)
 
     @property
     def size(self) -> Size:
@@ -46,9 +47,11 @@ class ToolEnv:
     workdir: str | None = None  # root that render_html's "path" must stay inside
     seen_size: SeenSize | None = None
     sample: Sample | None = None  # the episode's sample (driving tools read meta["drive"])
+    route: Any = None  # the router's rule, image -> (seen size, level); None: all at seen_size
 
-    def add_image(self, image: Image.Image, name: str | None = None) -> str:
-        """Register an image (prompt or tool output) and return its name ("tool_N" by default)."""
+    def add_image(self, image: Image.Image, name: str | None = None, full: bool = False) -> str:
+        """Register an image (prompt or tool output) and return its name ("tool_N" by default).
+        The router (if any) picks its budget level; `full` skips it (level 0, full budget)."""
         if name is None:
             n = 1 + sum(1 for k in self.images if k.startswith("tool_"))
             name = f"tool_{n}"
@@ -58,7 +61,11 @@ class ToolEnv:
         if self.seen_size is None:
             raise ValueError("ToolEnv.seen_size is not set: pass the model's resize rule "
                              "(policy.seen_size or images.Budget.seen_size)")
-        self.images[name] = ImageRef(image, tuple(self.seen_size(*image.size)))
+        if self.route is not None and not full:
+            seen, level = self.route(image)
+            self.images[name] = ImageRef(image, tuple(seen), level)
+        else:
+            self.images[name] = ImageRef(image, tuple(self.seen_size(*image.size)))
         return name
 
     @classmethod

@@ -35,3 +35,34 @@ class RetrieveViewTool(Tool):
         w, h = env.images[out].seen
         return ToolResult(text=f"view {view!r}: new image {out!r}, {w}x{h} as you see it.",
                           images=[image])
+
+
+class FullResolutionTool(Tool):
+    """VisionThink's request: the same image again, at the full pixel budget (self-routing)."""
+
+    name = "full_resolution"
+    description = ("See an image again at full resolution, when the one you have is too coarse "
+                   "to answer. Costs about four times the visual tokens.")
+    parameters: dict[str, Any] = {
+        "type": "object",
+        "properties": {"image": {"type": "string",
+                                 "description": "name of the image (default: the first one)"}},
+        "required": [],
+        "additionalProperties": False,
+    }
+
+    def run(self, args: dict[str, Any], env: ToolEnv) -> ToolResult:
+        if not env.images:
+            return ToolResult(error=f"{self.name}: there is no image to work on")
+        name = args.get("image") or next(iter(env.images))
+        if name not in env.images:
+            return ToolResult(error=f"{self.name}: unknown image {name!r}; available images: "
+                                    f"{', '.join(env.images)}")
+        ref = env.images[name]
+        if ref.level == 0:
+            return ToolResult(error=f"{self.name}: image {name!r} is already at full resolution "
+                                    f"({ref.seen[0]}x{ref.seen[1]}); answer from it")
+        out = env.add_image(ref.image, full=True)
+        w, h = env.images[out].seen
+        return ToolResult(text=f"image {name!r} at full resolution: new image {out!r}, {w}x{h} "
+                               "as you see it.", images=[ref.image])

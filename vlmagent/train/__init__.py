@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from vlmagent.train import online, preference, sft, warmup
+from vlmagent.train import online, preference, sft, vico, warmup
 
 
 def _no_data(stage: Any) -> None:
@@ -24,6 +24,8 @@ TRAIN_KINDS: dict[str, tuple[Any, Any]] = {
     "gspo": (online.online_step, _no_data),
     "warmup": (warmup.warmup_step, warmup.load_data),
     "readout": (warmup.readout_step, warmup.load_data),
+    "vico": (vico.vico_step, vico.load_data),  # ViCO consistency (router/)
+    "router": (vico.router_step, vico.load_data),  # the learned router's head
 }
 
-PREPARE: dict[str, Any] = {"warmup": warmup.prepare}
+PREPARE: dict[str, Any] = {"warmup": warmup.prepare, "router": vico.prepare}

@@ -146,3 +146,69 @@ def test_learned_router_saves_loads_and_routes_by_its_head(policy, tmp_path):
     assert make_route(cfg, policy.seen_size, 784, 112 * 112, policy)(striped())[1] == 1
     with pytest.raises(ValueError, match="needs router.path"):
         make_route(RouterConfig(kind="learned"), policy.seen_size, 784, 12544, policy)
+
+
+# ---------------------------------------------------------------- the ViCO stages
+def _run(tmp_path, policy, kind: str, overrides: list[str], **kw):
+    from pathlib import Path
+
+    from vlmagent.config import StageConfig, resolve_stage
+    from vlmagent.train import PREPARE
+    from vlmagent.train.common import StageRun, make_accelerator
+
+    cfg = config.load(None, ["domain.name=zoomres", "domain.kinds=[fine, coarse]",
+                             f"domain.data_dir={tmp_path / 'data'}", "agent.tools=[]",
+                             "agent.min_pixels=784", "agent.max_pixels=12544",
+                             "agent.max_new_tokens=8", "agent.format=hermes",
+                             f"train.output_dir={tmp_path / 'out'}", *overrides])
+    st = resolve_stage(cfg.train.defaults, StageConfig(kind=kind, domain="zoomres", **kw))
+    if kind in PREPARE:
+        PREPARE[kind](st, policy)
+    out = Path(cfg.train.output_dir) / st.name
+    out.mkdir(parents=True, exist_ok=True)
+    return cfg, StageRun(st, policy, make_accelerator(out), out, 0)
+
+
+def test_vico_kl_is_zero_where_the_policy_sees_what_the_reference_sees(tmp_path, tiny_factory):
+    from vlmagent.train import vico
+
+    policy = Policy.from_pretrained(tiny_factory(max_pixels=112 * 112))
+    # both levels full: the policy sees exactly the reference's input, so KL = 0 (lr 0: no step)
+    cfg, run = _run(tmp_path, policy, "vico", ["agent.router.levels=[1.0, 1.0]"],
+                    steps=1, batch_size=4, lr=0.0)
+    assert vico.vico_step(run, cfg, None)["loss"] == pytest.approx(0.0, abs=1e-6)
+    # a real low level: the policy's answer distribution moves away from the reference's
+    cfg, run = _run(tmp_path, policy, "vico", [], steps=1, batch_size=8, lr=0.0)
+    m = vico.vico_step(run, cfg, None)
+    assert m["kl_low"] > 1e-4 and m["tokens"] > 0
+
+
+def test_router_stage_labels_by_the_loss_ratio_and_saves_its_head(tmp_path, tiny_factory):
+    from vlmagent.train import vico
+
+    policy = Policy.from_pretrained(tiny_factory(max_pixels=112 * 112))
+    cfg, run = _run(tmp_path, policy, "router", [], steps=3, batch_size=16, lr=0.01)
+    lm = policy.core.lm_head.weight.detach().clone()
+    metrics = []
+    while run.step < run.stage.steps:
+        metrics.append(vico.router_step(run, cfg, None))
+        run.step += 1
+    # the median of the window splits each batch about in half
+    assert all(0.3 <= m["low_rate"] <= 0.7 for m in metrics), metrics
+    assert metrics[-1]["tau"] > 0 and len(run.ratios) == 48
+    assert not hasattr(policy.core, vico.HEAD)  # removed at the last step, saved on its own
+    assert torch.equal(policy.core.lm_head.weight, lm)  # only the head trains
+    r = LearnedRouter.from_pretrained(run.out / "router", policy)
+    assert r.head.weight.shape == (2, policy.core.get_input_embeddings().embedding_dim)
+
+
+def test_stage_agent_settings_apply_to_that_stage_and_unknown_keys_are_named():
+    from vlmagent.config import ConfigError, StageConfig, stage_config
+
+    cfg = config.load(None)
+    st = StageConfig(name="s", agent={"router": {"fixed_level": 1}, "force_mode": "text"})
+    got = stage_config(cfg, st).agent
+    assert (got.router.fixed_level, got.router.levels, got.force_mode) == (1, [1.0, 0.25], "text")
+    assert cfg.agent.router.fixed_level == 0  # the config itself is untouched
+    with pytest.raises(ConfigError, match="stage s: unknown key 'agent.router.bogus'"):
+        stage_config(cfg, StageConfig(name="s", agent={"router": {"bogus": 1}}))

@@ -368,6 +368,10 @@ class StageConfig:
     rollout_chunk: int | None = None  # prompts per generation call in online steps (0: all)
     overlap_scoring: bool | None = None  # slow rewards (webgen) scored while the rest generates
     freeze: list[str] | None = None  # parameter-name substrings kept fixed in this stage
+    resolution_threshold: float | None = None  # VisionThink: below this share of right direct
+    # answers in a group, asking for full resolution is right (paper 0.2, open answers)
+    agent: dict[str, Any] | None = None  # agent settings for this stage only (router level,
+    # force_mode, tools), over the config's agent section; unknown keys are errors
 
 
 def _default_stage() -> StageConfig:
@@ -379,7 +383,8 @@ def _default_stage() -> StageConfig:
                        resolution_penalty=0.0, format_weight=0.0,
                        tool_quality_weight=0.0, checkpoint_every=25, n_train=512, eval_n=64,
                        until=0.0, probe_every=10, probe_n=64, eval_temperature=0.0,
-                       rollout_chunk=0, overlap_scoring=True, freeze=[])
+                       rollout_chunk=0, overlap_scoring=True, freeze=[],
+                       resolution_threshold=0.2, agent={})
 
 
 @dataclass
@@ -426,3 +431,22 @@ def resolve_stage(defaults: StageConfig, stage: StageConfig) -> StageConfig:
     merged = {f.name: pick(f.name) for f in dataclasses.fields(StageConfig)}
     merged["name"] = merged["name"] or merged["kind"]
     return StageConfig(**merged)
+
+
+def stage_config(cfg: Config, stage: StageConfig) -> Config:
+    """The config a stage runs with: its `agent` settings over the agent section (nested keys,
+    e.g. {router: {fixed_level: 1}}, change only what they name; unknown keys are errors)."""
+    if not stage.agent:
+        return cfg
+    merged = to_dict(cfg.agent)
+    _merge(merged, stage.agent)
+    agent = from_dict(AgentConfig, merged, f"stage {stage.name}", "agent")
+    return dataclasses.replace(cfg, agent=agent)
+
+
+def _merge(base: dict[str, Any], over: dict[str, Any]) -> None:
+    for k, v in over.items():
+        if isinstance(v, dict) and isinstance(base.get(k), dict):
+            _merge(base[k], v)
+        else:
+            base[k] = v

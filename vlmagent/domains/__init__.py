@@ -2,11 +2,11 @@
 domain's module; shared helpers live in domains/common.py."""
 from __future__ import annotations
 
-from vlmagent.domains import driving, webgen, zoomgrid, zoomqa
+from vlmagent.domains import driving, webgen, zoomgrid, zoomqa, zoomres
 from vlmagent.domains.base import Domain, PerceptionDomain
 
 DOMAINS: dict[str, Domain] = {"zoomqa": zoomqa, "zoomgrid": zoomgrid, "webgen": webgen,
-                              "driving": driving}
+                              "driving": driving, "zoomres": zoomres}
 
 
 def get_domain(name: str) -> Domain:

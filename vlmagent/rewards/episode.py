@@ -83,6 +83,7 @@ class RewardTerms:
     tool_quality_weight: float = 0.0
     adaptive_mode: bool = False
     resolution_penalty: float = 0.0  # VisionThink's self-routing penalty (0.1 in the paper)
+    resolution_threshold: float = 0.2  # below this share of right direct answers: ask
 
     @classmethod
     def from_stage(cls, stage: StageConfig) -> RewardTerms:
@@ -92,7 +93,10 @@ class RewardTerms:
                    format_weight=float(stage.format_weight or 0.0),
                    tool_quality_weight=float(stage.tool_quality_weight or 0.0),
                    adaptive_mode=bool(stage.adaptive_mode),
-                   resolution_penalty=float(stage.resolution_penalty or 0.0))
+                   resolution_penalty=float(stage.resolution_penalty or 0.0),
+                   resolution_threshold=float(stage.resolution_threshold
+                                              if stage.resolution_threshold is not None
+                                              else LOW_RIGHT))
 
     @classmethod
     def from_config(cls, cfg: Config) -> RewardTerms:
@@ -189,14 +193,15 @@ def asked_full(traj: Trajectory) -> bool:
 
 
 def resolution_penalties(group: Sequence[Trajectory], accuracy: Sequence[float],
-                         penalty: float) -> list[float]:
+                         penalty: float, threshold: float = LOW_RIGHT) -> list[float]:
     """VisionThink's term for one group: -penalty for answering from the low-resolution image
-    when fewer than 20% of the group's direct answers were right (the image needed the full
-    budget), else -penalty for asking for it. Without it the policy learns to always ask;
-    penalising every request teaches it never to."""
+    when fewer than `threshold` (20%) of the group's direct answers were right (the image
+    needed the full budget), else -penalty for asking for it. Without it the policy learns to
+    always ask; penalising every request teaches it never to. With a few answer classes,
+    chance alone can pass 20% (4 colours: 25%): set the threshold above chance."""
     direct = [a for t, a in zip(group, accuracy) if not asked_full(t)]
     low_right = sum(direct) / len(direct) if direct else 0.0
-    need_full = low_right < LOW_RIGHT
+    need_full = low_right < threshold
     return [-penalty if asked_full(t) != need_full else 0.0 for t in group]
 
 
@@ -228,7 +233,8 @@ def score_episodes(trajs: Sequence[Trajectory], samples: Sequence[Sample], terms
     if terms.resolution_penalty:
         for i in range(0, len(trajs), group_size):
             res[i:i + group_size] = resolution_penalties(
-                trajs[i:i + group_size], acc[i:i + group_size], terms.resolution_penalty)
+                trajs[i:i + group_size], acc[i:i + group_size], terms.resolution_penalty,
+                terms.resolution_threshold)
     out = []
     tag = answer_tag(domain)
     for t, s, text, ans, ad, rp in zip(trajs, samples, texts, answers, adaptive, res):

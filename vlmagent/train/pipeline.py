@@ -25,7 +25,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from tqdm import tqdm
 
-from vlmagent.config import Config, resolve_stage, to_dict
+from vlmagent.config import Config, resolve_stage, stage_config, to_dict
 from vlmagent.train.common import StageRun, make_accelerator, trainable_state
 from vlmagent.train.evaluate import evaluate, probe
 
@@ -57,6 +57,7 @@ def resolve_stages(cfg: Config) -> list[Any]:
                              "so an answer-accuracy probe (until) cannot end it")
         if names.count(s.name) > 1:
             raise ValueError(f"two stages are named {s.name!r}: give each a unique `name`")
+        stage_config(cfg, s)  # its agent settings: an unknown key fails before any model loads
     return stages
 
 
@@ -78,7 +79,9 @@ def run(cfg: Config, policy: Any = None) -> dict[str, Any]:
     acc.init_trackers("vlmagent")
     seen: list[str] = []
     results: dict[str, Any] = {}
+    base = cfg
     for st in stages:
+        cfg = stage_config(base, st)  # the stage's own agent settings, if any
         if st.domain not in seen:
             seen.append(st.domain)
         sdir = out / st.name

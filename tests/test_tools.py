@@ -388,8 +388,9 @@ def test_render_html_path_real_browser(tmp_path):
 
 
 def test_registry():
-    assert list(TOOLS) == ["crop", "zoom", "render_html", "retrieve_view", "get_view_with_frame",
-                           "RoI_Inspection", "depth_estimation", "detect_3d_objects"]
+    assert list(TOOLS) == ["crop", "zoom", "render_html", "retrieve_view", "full_resolution",
+                           "get_view_with_frame", "RoI_Inspection", "depth_estimation",
+                           "detect_3d_objects"]
     assert list(make_tools(["zoom", "crop"])) == ["zoom", "crop"]
     with pytest.raises(ValueError, match="valid: crop, zoom, render_html, retrieve_view"):
         make_tools(["zoom", "magnify"])

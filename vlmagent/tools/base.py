@@ -188,6 +188,18 @@ class Tool:
     def run(self, args: dict[str, Any], env: ToolEnv) -> ToolResult:
         raise NotImplementedError
 
+    def image_arg(self, args: dict[str, Any], env: ToolEnv, newest: bool = True
+                  ) -> tuple[str, ImageRef] | ToolResult:
+        """The image named by args["image"] (default: the newest one, or the first), or the
+        error result that says which images there are."""
+        if not env.images:
+            return ToolResult(error=f"{self.name}: there is no image to work on")
+        name = args.get("image") or next(reversed(env.images) if newest else iter(env.images))
+        if name not in env.images:
+            return ToolResult(error=f"{self.name}: unknown image {name!r}; available images: "
+                                    f"{', '.join(env.images)}")
+        return name, env.images[name]
+
     def __call__(self, args: dict[str, Any], env: ToolEnv) -> ToolResult:
         """Validate then run; bad arguments and crashes come back as error results."""
         err = self.check(args)

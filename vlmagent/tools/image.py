@@ -80,13 +80,10 @@ class CropTool(Tool):
         return 1.0
 
     def run(self, args: dict[str, Any], env: ToolEnv) -> ToolResult:
-        if not env.images:
-            return ToolResult(error=f"{self.name}: there is no image to work on")
-        name = args.get("image") or next(reversed(env.images))
-        if name not in env.images:
-            return ToolResult(error=f"{self.name}: unknown image {name!r}; available images: "
-                                    f"{', '.join(env.images)}")
-        ref = env.images[name]
+        got = self.image_arg(args, env)
+        if isinstance(got, ToolResult):
+            return got
+        name, ref = got
         region = self._region(args["bbox"], ref, name, f"image {name!r}")
         if isinstance(region, str):
             return ToolResult(error=f"{self.name}: {region}")

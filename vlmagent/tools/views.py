@@ -52,13 +52,10 @@ class FullResolutionTool(Tool):
     }
 
     def run(self, args: dict[str, Any], env: ToolEnv) -> ToolResult:
-        if not env.images:
-            return ToolResult(error=f"{self.name}: there is no image to work on")
-        name = args.get("image") or next(iter(env.images))
-        if name not in env.images:
-            return ToolResult(error=f"{self.name}: unknown image {name!r}; available images: "
-                                    f"{', '.join(env.images)}")
-        ref = env.images[name]
+        got = self.image_arg(args, env, newest=False)
+        if isinstance(got, ToolResult):
+            return got
+        name, ref = got
         if ref.level == 0:
             return ToolResult(error=f"{self.name}: image {name!r} is already at full resolution "
                                     f"({ref.seen[0]}x{ref.seen[1]}); answer from it")

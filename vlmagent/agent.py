@@ -289,6 +289,10 @@ def _start_all(policy: Any, samples: Sequence[Sample], cfg: AgentConfig, tools: 
 
     with ThreadPoolExecutor(max_workers=min(4, os.cpu_count() or 1)) as pool:
         loaded = list(pool.map(load, samples))
+        route = route_for(policy, cfg)
+        if route is not None:  # a learned router decides for the whole batch in one pass
+            route.prefetch([im for s in loaded for im in s.images.values()
+                            if isinstance(im, Image.Image)])
         jobs = [(s, i) for s in loaded for i in range(group_size)]
         episodes = list(pool.map(lambda j: start_episode(policy, j[0], cfg, tools, j[1],
                                                          renderer, cache=cache), jobs))

@@ -115,4 +115,10 @@ def make_route(cfg: Any, seen_size: Callable[..., Size], min_pixels: int, max_pi
         level = int(router.choose(image, seen_at))
         return seen_at(image, level), level
 
+    def prefetch(images: list[Image.Image]) -> None:
+        """Routers that decide in batch (learned) decide for these images now, at once."""
+        if hasattr(router, "prefetch"):
+            router.prefetch(images, seen_at)
+
+    route.prefetch = prefetch  # type: ignore[attr-defined]
     return route

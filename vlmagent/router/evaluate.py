@@ -72,8 +72,11 @@ def run_setting(cfg: Config, policy: Any, held: list[Any], batch: int = 16) -> d
 
 
 def router_eval(cfg: Config, policy: Any, n: int, out: str | Path,
-                settings: tuple[str, ...] = SETTINGS) -> dict[str, dict[str, float]]:
-    """Every setting on the same n held-out samples; writes the report JSON to `out`."""
+                settings: tuple[str, ...] = SETTINGS, temperature: float = 0.0
+                ) -> dict[str, dict[str, float]]:
+    """Every setting on the same n held-out samples (greedy unless `temperature`, as the
+    pipeline's held-out eval); writes the report JSON to `out`."""
+    cfg = replace(cfg, agent=replace(cfg.agent, temperature=temperature))
     held = samples(cfg, policy, cfg.domain.name, n, EVAL_SEED + cfg.train.seed)
     report: dict[str, Any] = {}
     # one untimed batch first: the first forward passes pay one-off costs (allocator, kernels)

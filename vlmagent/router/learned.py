@@ -20,7 +20,7 @@ import torch
 from PIL import Image
 from safetensors.torch import load_file, save_file
 
-from vlmagent.images import Size, resize_seen
+from vlmagent.images import Size, image_key, resize_seen
 
 WEIGHTS, META = "router.safetensors", "router.json"
 
@@ -41,8 +41,29 @@ def new_head(policy: Any, seed: int = 1234) -> torch.nn.Linear:
 
 
 class LearnedRouter:
+    CACHE = 4096  # decisions kept by image content (a GRPO group shows one image G times)
+
     def __init__(self, head: torch.nn.Linear, policy: Any, low: int = 1, p_full: float = 0.5):
         self.head, self.policy, self.low, self.p_full = head, policy, low, p_full
+        self.decided: dict[str, int] = {}
+
+    def prefetch(self, images: list[Image.Image], seen_at: Callable[[Image.Image, int], Size],
+                 batch: int = 64) -> None:
+        """Decide for many images in batched vision passes (one per image, however often it is
+        shown); `choose` then only looks the decision up."""
+        todo = {image_key(im): im for im in images}
+        todo = {k: im for k, im in todo.items() if k not in self.decided}
+        items = list(todo.items())
+        for i in range(0, len(items), batch):
+            part = items[i:i + batch]
+            lows = [resize_seen(im, seen_at(im, self.low)) for _, im in part]
+            for (k, _), p in zip(part, self.prob_full(lows).tolist()):
+                self._keep(k, 0 if p >= self.p_full else self.low)
+
+    def _keep(self, key: str, level: int) -> None:
+        if len(self.decided) >= self.CACHE:
+            self.decided.pop(next(iter(self.decided)))
+        self.decided[key] = level
 
     @torch.no_grad()
     def prob_full(self, images_low: list[Image.Image]) -> torch.Tensor:
@@ -51,8 +72,10 @@ class LearnedRouter:
         return logits.float().softmax(-1)[:, 0]
 
     def choose(self, image: Image.Image, seen_at: Callable[[Image.Image, int], Size]) -> int:
-        low = resize_seen(image, seen_at(image, self.low))
-        return 0 if float(self.prob_full([low])[0]) >= self.p_full else self.low
+        key = image_key(image)
+        if key not in self.decided:
+            self.prefetch([image], seen_at)
+        return self.decided[key]
 
     def save_pretrained(self, path: str | Path, **meta: Any) -> Path:
         out = Path(path)

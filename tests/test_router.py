@@ -212,3 +212,34 @@ def test_stage_agent_settings_apply_to_that_stage_and_unknown_keys_are_named():
     assert cfg.agent.router.fixed_level == 0  # the config itself is untouched
     with pytest.raises(ConfigError, match="stage s: unknown key 'agent.router.bogus'"):
         stage_config(cfg, StageConfig(name="s", agent={"router": {"bogus": 1}}))
+
+
+def test_router_eval_reports_every_setting_on_the_same_episodes(tmp_path, policy):
+    import json
+
+    from vlmagent.router.evaluate import SETTINGS, router_eval
+
+    head = new_head(policy)  # a learned head that sends everything low
+    with torch.no_grad():
+        head.weight.zero_()
+        head.bias.copy_(torch.tensor([-3.0, 3.0]))
+    LearnedRouter(head, policy).save_pretrained(tmp_path / "r")
+    cfg = config.load(None, ["domain.name=zoomres", "domain.kinds=[fine, coarse]",
+                             f"domain.data_dir={tmp_path / 'data'}", "agent.format=hermes",
+                             "agent.min_pixels=784", "agent.max_pixels=12544",
+                             "agent.max_new_tokens=4", "agent.max_turns=2",
+                             f"agent.router.path={tmp_path / 'r'}"])
+    rep = router_eval(cfg, policy, 12, tmp_path / "report.json")
+    assert json.loads((tmp_path / "report.json").read_text()).keys() == set(SETTINGS)
+    for name in SETTINGS:
+        assert {"visual_tokens", "reward", "accuracy", "tokens_per_s", "n"} <= rep[name].keys()
+        assert rep[name]["n"] == 12
+    assert rep["fixed_full"]["visual_tokens"] == 16 and rep["fixed_low"]["visual_tokens"] == 4
+    assert rep["learned"]["levels"] == {"0": 0.0, "1": 1.0}
+    # the heuristic separates the kinds: full exactly for the fine samples
+    from vlmagent.train.data import EVAL_SEED, samples
+
+    held = samples(cfg, policy, "zoomres", 12, EVAL_SEED)
+    fine = sum(s.meta["kind"] == "fine" for s in held) / 12
+    assert rep["heuristic"]["visual_tokens"] == pytest.approx(4 + 12 * fine)
+    assert rep["heuristic"]["token_ratio"] == pytest.approx((4 + 12 * fine) / 16)

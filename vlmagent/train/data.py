@@ -94,12 +94,15 @@ def expert_episodes(cfg: Config, policy: Any, batch: Sequence[Sample], domain: s
                     offset: int = 0, seed: int | None = None,
                     progress: Callable[[int], None] | None = None) -> list[Trajectory]:
     """Scripted expert episodes of `batch` (dual-mode SFT data): sample i in tool mode when
-    i + offset is even, else text mode, unless agent.force_mode fixes the mode for all."""
+    i + offset is even, else text mode, unless agent.force_mode fixes the mode for all or the
+    domain's `expert_mode(sample)` picks each sample's mode."""
     mod = get_domain(domain)
     seen = seen_fn(policy, cfg.agent)
     modes = {s.id: ("tool" if (i + offset) % 2 == 0 else "text") for i, s in enumerate(batch)}
     if cfg.agent.force_mode != "none":
         modes = dict.fromkeys(modes, cfg.agent.force_mode)
+    elif hasattr(mod, "expert_mode"):  # the domain's expert knows each sample's mode (zoomres:
+        modes = {s.id: mod.expert_mode(s) for s in batch}  # ask for full resolution when needed)
     actor = agent.ScriptedActor(policy, lambda ep: mod.expert_turns(
         ep.sample, modes[ep.sample.id], seen, cfg.agent.format))
     if not (cfg.agent.expert_hints and cfg.agent.force_mode == "none"):

@@ -212,15 +212,21 @@ def cmd_router(args: argparse.Namespace) -> int:
     bad = [s for s in settings if s not in SETTINGS]
     if bad:
         raise UsageError(f"unknown setting {bad[0]!r} (valid: {', '.join(SETTINGS)})")
-    path, head = trained_paths(cfg)
-    path = args.policy or path
+    path, head, routed = trained_paths(cfg)
+    if args.policy:
+        path = routed = args.policy
     if "learned" in settings and not head:
         raise UsageError("the learned setting needs a router head: train the config's `router` "
                          "stage first, or set agent.router.path")
     cfg = replace(cfg, agent=replace(cfg.agent, router=replace(cfg.agent.router, path=head)))
-    policy = Policy.from_pretrained(path, cfg.policy.dtype, cfg.policy.device)
-    print(f"[router eval] policy {path}; router head {head}")
-    router_eval(cfg, policy, args.n, args.out, settings)
+
+    def load(p: str) -> Policy:
+        return Policy.from_pretrained(p, cfg.policy.dtype, cfg.policy.device)
+
+    policy = load(path)
+    routed_policy = policy if routed == path else load(routed)
+    print(f"[router eval] self-routing: {path}; routed settings: {routed}; router head {head}")
+    router_eval(cfg, policy, args.n, args.out, settings, routed_policy=routed_policy)
     print(f"report: {args.out}")
     return 0
 
@@ -325,7 +331,8 @@ def build_parser() -> argparse.ArgumentParser:
     rte.add_argument("overrides", nargs="*", metavar="key.path=value")
     rte.add_argument("--out", required=True, help="report JSON")
     rte.add_argument("--n", type=int, default=96, help="held-out samples")
-    rte.add_argument("--policy", help="model folder (default: the config's last trained stage)")
+    rte.add_argument("--policy", help="model folder for every setting (default: the last "
+                     "trained stage; the routed settings: the stage that trained the head)")
     rte.add_argument("--settings", help="comma-separated subset of the settings")
     rtp.set_defaults(fn=cmd_router)
 

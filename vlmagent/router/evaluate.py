@@ -7,7 +7,8 @@
     self_routing  episodes start at the lowest level; the policy may call `full_resolution`
 
 Routed settings answer directly (text mode, no tools): the router alone decides what the
-policy sees. Per setting: `visual_tokens` (image pad tokens per episode, tool images
+policy sees. They run the weights the learned head was trained on (its features are that
+policy's vision features); self-routing runs the last stage's weights. Per setting: `visual_tokens` (image pad tokens per episode, tool images
 included), `reward` (the episode reward with train.defaults' terms), `accuracy`, `tokens_per_s`
 (policy tokens generated per second of rollout wall time: fewer visual tokens make a faster
 prefill), `n`; plus `levels` (the share of images at each level) and `seconds`.
@@ -72,17 +73,21 @@ def run_setting(cfg: Config, policy: Any, held: list[Any], batch: int = 16) -> d
 
 
 def router_eval(cfg: Config, policy: Any, n: int, out: str | Path,
-                settings: tuple[str, ...] = SETTINGS, temperature: float = 0.0
-                ) -> dict[str, dict[str, float]]:
+                settings: tuple[str, ...] = SETTINGS, temperature: float = 0.0,
+                routed_policy: Any = None) -> dict[str, dict[str, float]]:
     """Every setting on the same n held-out samples (greedy unless `temperature`, as the
-    pipeline's held-out eval); writes the report JSON to `out`."""
+    pipeline's held-out eval); writes the report JSON to `out`. `routed_policy` (default
+    `policy`) runs the fixed, heuristic and learned settings, `policy` self-routing."""
     cfg = replace(cfg, agent=replace(cfg.agent, temperature=temperature))
+    routed_policy = routed_policy or policy
     held = samples(cfg, policy, cfg.domain.name, n, EVAL_SEED + cfg.train.seed)
     report: dict[str, Any] = {}
-    # one untimed batch first: the first forward passes pay one-off costs (allocator, kernels)
-    agent.rollout(policy, held[:4], setting_config(cfg, "fixed_full").agent)
+    for p in {id(policy): policy, id(routed_policy): routed_policy}.values():
+        # one untimed batch first: the first passes pay one-off costs (allocator, kernels)
+        agent.rollout(p, held[:4], setting_config(cfg, "fixed_full").agent)
     for name in settings:
-        report[name] = run_setting(setting_config(cfg, name), policy, held)
+        p = policy if name == "self_routing" else routed_policy
+        report[name] = run_setting(setting_config(cfg, name), p, held)
         print(f"[router eval] {name}: " + ", ".join(
             f"{k} {v:.3f}" for k, v in report[name].items() if isinstance(v, float)), flush=True)
     full = report.get("fixed_full")
@@ -95,14 +100,19 @@ def router_eval(cfg: Config, policy: Any, n: int, out: str | Path,
     return report
 
 
-def trained_paths(cfg: Config) -> tuple[str, str | None]:
-    """(the policy to evaluate, the learned router's folder) of a trained cascade: the last
-    stage's final weights and the last `router` stage's head (config values win when set)."""
+def trained_paths(cfg: Config) -> tuple[str, str | None, str | None]:
+    """(the policy for self-routing, the learned router's head, the policy for the routed
+    settings) of a trained cascade. Self-routing runs the last stage's weights. A learned head
+    reads its policy's vision features, so the routed settings run the weights of the stage
+    that trained the head (the last `router` stage); config values win where set."""
     out = Path(cfg.train.output_dir)
-    finals = [out / s.name / "final" for s in cfg.train.stages if s.name]
-    done = [f for f in finals if (f / "config.json").exists()]
-    policy = str(done[-1]) if done else cfg.policy.path
-    heads = [out / s.name / "router" for s in cfg.train.stages
-             if (s.kind or cfg.train.defaults.kind) == "router"]
-    router = cfg.agent.router.path or next((str(h) for h in reversed(heads) if h.exists()), None)
-    return policy, router
+    done = [s.name for s in cfg.train.stages
+            if s.name and (out / s.name / "final" / "config.json").exists()]
+    last = str(out / done[-1] / "final") if done else cfg.policy.path
+    routers = [s.name for s in cfg.train.stages
+               if (s.kind or cfg.train.defaults.kind) == "router" and s.name in done]
+    if cfg.agent.router.path:
+        return last, cfg.agent.router.path, last
+    if not routers:
+        return last, None, last
+    return last, str(out / routers[-1] / "router"), str(out / routers[-1] / "final")

@@ -69,6 +69,26 @@ def test_manual_crop_returns_image_with_budget_tokens(s):
     assert v["n_tokens"] == 0  # no tokenizer: no token ids, and the view says so via the note
 
 
+def test_each_image_shows_its_router_level_and_tokens():
+    from dataclasses import replace
+
+    from vlmagent.config import RouterConfig
+
+    cfg = Config()
+    low = replace(cfg, agent=replace(cfg.agent, router=RouterConfig(kind="fixed",
+                                                                    fixed_level=1)))
+    views = []
+    for c in (cfg, low):
+        sess = open_session(c)
+        sess.step(CROP.replace("[80, 240, 140, 310]", "[40, 120, 70, 155]"))
+        views.append(view.episode_view(sess, sess.trajectory(), view.ImageStore(), live=True))
+    full_img, low_img = (v["turns"][1]["images"][0] for v in views)
+    assert (full_img["level"], full_img["seen"], full_img["tokens"]) == (0, [532, 364], 19 * 13)
+    # a quarter of the pixel budget: about a quarter of the tokens, and the level says why
+    assert low_img["level"] == 1 and low_img["tokens"] <= full_img["tokens"] // 4 + 4
+    assert low_img["seen"][0] < full_img["seen"][0]
+
+
 def test_malformed_call_gives_error_turn_and_session_continues(s):
     s.step("<tool_call>{bad json</tool_call>")
     v = view.episode_view(s, s.trajectory(), view.ImageStore(), live=True)

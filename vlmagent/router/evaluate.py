@@ -8,10 +8,13 @@
 
 Routed settings answer directly (text mode, no tools): the router alone decides what the
 policy sees. They run the weights the learned head was trained on (its features are that
-policy's vision features); self-routing runs the last stage's weights. Per setting: `visual_tokens` (image pad tokens per episode, tool images
-included), `reward` (the episode reward with train.defaults' terms), `accuracy`, `tokens_per_s`
-(policy tokens generated per second of rollout wall time: fewer visual tokens make a faster
-prefill), `n`; plus `levels` (the share of images at each level) and `seconds`.
+policy's vision features); self-routing runs the last stage's weights.
+
+Per setting: `visual_tokens` (image pad tokens per episode, tool images included), `reward`
+(the episode reward with train.defaults' terms), `accuracy`, `tokens_per_s` (policy tokens
+generated per second of rollout wall time: fewer visual tokens make a faster prefill), `n`;
+plus `levels` (the share of images at each level), `seconds`, accuracy per kind, and
+`token_ratio` / `reward_ratio` against fixed_full.
 """
 from __future__ import annotations
 

@@ -169,7 +169,7 @@ def test_score_uses_domain_check(s):
     assert s.score_answer() == {"reward": 0.0, "accuracy": 0.0, "answer": "7", "expected": "2",
                                 "check": "zoomqa.check",
                                 "terms": {"answer": 0.0, "format": 0.0, "tool_quality": 0.0,
-                                          "tool_bonus": 0.0, "mode": 0.0}}
+                                          "tool_bonus": 0.0, "mode": 0.0, "resolution": 0.0}}
     s.rerun(0)
     s.step(CROP)
     s.step(ANSWER)

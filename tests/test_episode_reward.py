@@ -86,23 +86,28 @@ TERMS = RewardTerms(tool_bonus=0.5, format_weight=0.2, tool_quality_weight=0.1)
     (episode(f"<think_with_tools><description>a</description><reasoning>b{CALL}",
              "</reasoning><prediction>c</prediction></think_with_tools><answer>red</answer>",
              mode="tool", forced="tool", matched=True, calls=2, quality=(1.0, 0.4)),
-     {"answer": 1.0, "format": 0.2, "tool_quality": 0.07, "tool_bonus": 0.5, "mode": 0.0}),
+     {"answer": 1.0, "format": 0.2, "tool_quality": 0.07, "tool_bonus": 0.5, "mode": 0.0,
+      "resolution": 0.0}),
     # text mode, wrong, forced into tool mode: no bonus, the forced-mode penalty
     (episode("<think_no_tools></think_no_tools><answer>blue</answer>", mode="text",
              forced="tool", matched=False),
-     {"answer": 0.0, "format": 0.08, "tool_quality": 0.0, "tool_bonus": 0.0, "mode": -0.2}),
+     {"answer": 0.0, "format": 0.08, "tool_quality": 0.0, "tool_bonus": 0.0, "mode": -0.2,
+      "resolution": 0.0}),
     # right without a tool: no bonus (DeepEyes: the bonus needs a call)
     (episode("<think_no_tools><reasoning>b</reasoning></think_no_tools><answer>Red.</answer>",
              mode="text", matched=True),
-     {"answer": 1.0, "format": 0.12, "tool_quality": 0.0, "tool_bonus": 0.0, "mode": 0.0}),
+     {"answer": 1.0, "format": 0.12, "tool_quality": 0.0, "tool_bonus": 0.0, "mode": 0.0,
+      "resolution": 0.0}),
     # wrong with a tool: no bonus either
     (episode(f"<think_with_tools>{CALL}", "</think_with_tools><answer>green</answer>",
              mode="tool", matched=True, calls=1, quality=(1.0,)),
-     {"answer": 0.0, "format": 0.08, "tool_quality": 0.1, "tool_bonus": 0.0, "mode": 0.0}),
+     {"answer": 0.0, "format": 0.08, "tool_quality": 0.1, "tool_bonus": 0.0, "mode": 0.0,
+      "resolution": 0.0}),
     # right with a tool, forced into text mode: the bonus and the penalty both apply
     (episode(f"<think_with_tools>{CALL}", "</think_with_tools><answer>red</answer>",
              mode="tool", forced="text", matched=False, calls=1, quality=(0.6,)),
-     {"answer": 1.0, "format": 0.08, "tool_quality": 0.06, "tool_bonus": 0.5, "mode": -0.2}),
+     {"answer": 1.0, "format": 0.08, "tool_quality": 0.06, "tool_bonus": 0.5, "mode": -0.2,
+      "resolution": 0.0}),
 ])
 def test_terms_and_total_exact(traj, want):
     [r] = score_episodes([traj], [RED], TERMS, zoomgrid)
@@ -121,7 +126,8 @@ def test_final_assistant_answer_is_scored_never_a_tool_turn():
     [r] = score_episodes([t], [RED], TERMS, zoomgrid)
     assert (r.answer, r.accuracy) == ("red", 1.0)
     assert r.values() == pytest.approx({"answer": 1.0, "format": 0.0, "tool_quality": 0.1,
-                                        "tool_bonus": 0.5, "mode": 0.0}, abs=1e-12)
+                                        "tool_bonus": 0.5, "mode": 0.0, "resolution": 0.0},
+                                       abs=1e-12)
     empty = Trajectory(id="x", turns=[Turn("user", "q")])  # budget spent before any turn
     [r] = score_episodes([empty], [RED], TERMS, zoomgrid)
     assert (r.answer, r.reward) == (None, 0.0)
@@ -225,7 +231,7 @@ def test_bad_batches_are_refused_and_record_writes_the_trajectory():
     record([t], scores)
     assert (t.reward, t.meta["accuracy"]) == (1.0, 1.0)
     assert t.meta["reward_terms"] == {"answer": 1.0, "format": 0.0, "tool_quality": 0.0,
-                                      "tool_bonus": 0.0, "mode": 0.0}
+                                      "tool_bonus": 0.0, "mode": 0.0, "resolution": 0.0}
 
 
 # ---------------------------------------------------------------- every consumer
@@ -247,7 +253,8 @@ def _make(n, seed, out_dir, kinds=("color",), size=None, seen_size=None):
 
 TOOLTAIL = SimpleNamespace(**{**vars(zoomgrid), "DOMAIN": "tooltail", "make_samples": _make,
                               "expert_turns": _turns})
-WANT_TERMS = {"answer": 1.0, "format": 0.0, "tool_quality": 0.1, "tool_bonus": 0.5, "mode": 0.0}
+WANT_TERMS = {"answer": 1.0, "format": 0.0, "tool_quality": 0.1, "tool_bonus": 0.5, "mode": 0.0,
+              "resolution": 0.0}
 WANT = 1.0 + 0.0 + 0.1 + 0.5 + 0.0 + 0.0  # the terms summed in score_episodes' order
 
 

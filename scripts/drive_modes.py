@@ -3,7 +3,7 @@ own choice, per sample kind. This is the check behind "tool mode beats text-only
 tool-only cases": the same weights, the same held-out samples, only the mode differs.
 
     python scripts/drive_modes.py configs/drive_cascade.yaml out/drive_seeds/seed-0 --seed 0 \
-        --stages dm_sft fcm_rl ams_rl --n 96 [key.path=value ...]
+        --stages dm_sft fcm_rl ams_rl --modes text tool none --n 96 [key.path=value ...]
 
 RUN is a cascade output folder (RUN/<stage>/final/ holds each stage's weights); prints a
 markdown table and writes RUN/modes.json.
@@ -30,6 +30,7 @@ def main() -> None:
     ap.add_argument("--stages", nargs="+", default=["dm_sft", "fcm_rl", "ams_rl"])
     ap.add_argument("--n", type=int, default=96)
     ap.add_argument("--seed", type=int, default=0, help="the run's train.seed (picks held-out)")
+    ap.add_argument("--modes", nargs="+", default=list(MODES), choices=MODES)
     ap.add_argument("overrides", nargs="*")
     args = ap.parse_args()
     run = Path(args.run)
@@ -41,7 +42,7 @@ def main() -> None:
                      if s.name == name)
         policy = Policy.from_pretrained(run / name / "final", cfg.policy.dtype, cfg.policy.device)
         out[name] = {}
-        for mode in MODES:
+        for mode in args.modes:
             mcfg = replace(cfg, agent=replace(cfg.agent, force_mode=mode))
             res = evaluate(mcfg, policy, ["driving"], args.n, stage)["driving"]
             out[name][mode] = res

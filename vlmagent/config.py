@@ -288,7 +288,6 @@ class RouterConfig:
     path: str | None = None  # learned: the router head's folder
     percentile: float = 50.0  # router stage: r below this percentile of recent r -> low level
     window: int = 512  # router stage: the sliding window of loss ratios r
-    ratio_eps: float = 0.05  # router stage: r = (loss low + eps) / (loss full + eps), in nats
 
 
 @dataclass

@@ -10,11 +10,10 @@ answer; where it does not, the KL stays high, and that is the signal the router 
 
 `router`: the policy and its vision tower stay as they are; a linear head (router/learned.py)
 on the pooled vision features of the LOW-level image learns whether the low level suffices.
-Labels come from the policy's own losses: for each image r = (NLL(answer | low) + eps) /
-(NLL(answer | full) + eps) (eps = `router.ratio_eps`, 0.05 nats: a ratio of two near-zero
-losses is noise), and the low level suffices when r < tau, tau = the `router.percentile`-th
-percentile of a sliding window of the last `router.window` ratios (InternVL3.5 leaves the
-percentile unpublished; the fraction of images sent low follows it: the token budget's knob).
+Labels come from the policy's own losses: for each image r = NLL(answer | low) / NLL(answer |
+full), and the low level suffices when r < tau, tau = the `router.percentile`-th percentile of
+a sliding window of the last `router.window` ratios (InternVL3.5 leaves the percentile
+unpublished; the fraction of images sent low follows it, so it is the token budget's knob).
 The head is trained with cross-entropy and saved to OUTPUT/<stage>/router/ at the stage's
 last step (then removed from the model, like the warm-up's heads).
 """
@@ -103,11 +102,7 @@ def router_step(run: StageRun, cfg: Config, data: Any) -> dict[str, float]:
             lp, mask = pad_masked(policy.logprobs([trajectory.context(t) for t in eps]),
                                   [t.loss_mask for t in eps])
             nll[level] = -(lp * mask).sum(1) / mask.sum(1).clamp(min=1)
-        # smoothed: where the answer is near-certain at both levels (losses of 1e-3 nats), the
-        # plain ratio of two tiny numbers is noise that ranks images at random, and a head
-        # fits whatever image feature happens to track that noise
-        smooth = rcfg.ratio_eps
-        ratio = ((nll[low] + smooth) / (nll[0] + smooth)).tolist()
+        ratio = (nll[low] / nll[0].clamp(min=1e-6)).tolist()
         window.extend(ratio)
         tau = float(np.percentile(list(window), rcfg.percentile))
         labels = torch.tensor([0 if r >= tau else 1 for r in ratio], device=policy.device)

@@ -137,6 +137,12 @@ def measured(browser, tmp_path_factory):
     root = write_site(tmp_path_factory.mktemp("aes") / "pages",
                       {f"{k}.html": v for k, v in PAGES.items()})
     recs = browser.inspect_pages(root, [f"/{k}.html" for k in PAGES], load_js("measure"))
+    # a renderer crash (seen once on a loaded 2-core machine, never alone) is the machine's,
+    # not the measure's: those pages get one more visit
+    crashed = [r["path"] for r in recs if r["error"] and "crashed" in r["error"]]
+    if crashed:
+        again = {r["path"]: r for r in browser.inspect_pages(root, crashed, load_js("measure"))}
+        recs = [again.get(r["path"], r) for r in recs]
     out = {}
     for r in recs:
         assert r["error"] is None, r

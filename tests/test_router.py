@@ -200,6 +200,11 @@ def test_router_stage_labels_by_the_loss_ratio_and_saves_its_head(tmp_path, tiny
     assert torch.equal(policy.core.lm_head.weight, lm)  # only the head trains
     r = LearnedRouter.from_pretrained(run.out / "router", policy)
     assert r.head.weight.shape == (2, policy.core.get_input_embeddings().embedding_dim)
+    # the threshold is calibrated so the head sends the percentile's share of recent images low
+    assert r.p_full == pytest.approx(metrics[-1]["p_full"]) and 0 < r.p_full < 1
+    with torch.no_grad():
+        p = r.head(torch.stack(list(run.feats))).float().softmax(-1)[:, 0]
+    assert float((p < r.p_full).float().mean()) == pytest.approx(0.5, abs=0.05)
 
 
 def test_stage_agent_settings_apply_to_that_stage_and_unknown_keys_are_named():

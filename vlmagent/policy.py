@@ -289,14 +289,19 @@ class Policy:
             batch["image_grid_thw"] = grid.to(dev)
         return batch
 
+    def _forward(self, contexts: list[Context]) -> tuple[dict[str, Any], torch.Tensor, Any]:
+        """(model inputs, last hidden states [B, T, H], output head): the LM head is left to
+        the caller, which applies it only where it needs logits."""
+        batch = self._batch(contexts)
+        hidden = self.core.model(**batch, use_cache=False).last_hidden_state
+        return batch, hidden, self.core.get_output_embeddings()
+
     def logprobs(self, contexts: list[Context], temperature: float = 1.0) -> list[torch.Tensor]:
         """Per context, logp of token t given tokens < t for t = 1..T-1 (with grad).
 
         The LM head runs in chunks over real (non-pad) positions only, recomputed in backward,
         so a [B, T, vocab] logits tensor never exists."""
-        batch = self._batch(contexts)
-        hidden = self.core.model(**batch, use_cache=False).last_hidden_state  # [B, T, H]
-        head = self.core.get_output_embeddings()
+        batch, hidden, head = self._forward(contexts)
         width = batch["input_ids"].shape[1]
         out = []
         for b, c in enumerate(contexts):
@@ -310,9 +315,7 @@ class Policy:
         """Per context, log-softmax over the whole vocabulary at the positions that predict the
         tokens whose mask is 1 ([k, vocab], with grad): for token-level KL (ViCO, train/vico.py).
         Memory is k x vocab per context: meant for response tokens, not whole episodes."""
-        batch = self._batch(contexts)
-        hidden = self.core.model(**batch, use_cache=False).last_hidden_state  # [B, T, H]
-        head = self.core.get_output_embeddings()
+        batch, hidden, head = self._forward(contexts)
         width = batch["input_ids"].shape[1]
         out = []
         for b, (c, m) in enumerate(zip(contexts, masks)):

@@ -39,7 +39,7 @@ from PIL import Image, ImageDraw
 from vlmagent.drive import nusc as nu
 from vlmagent.images import load_image
 from vlmagent.tools.base import ImageRef, Tool, ToolEnv, validate
-from vlmagent.tools.image import MAX_OUT_PIXELS, CropTool, _fmt
+from vlmagent.tools.image import CropTool, _fmt
 from vlmagent.types import ToolResult
 
 VIEW_NAMES = ("front", "front left", "front right", "back", "back left", "back right")
@@ -189,14 +189,8 @@ class RoIInspectionTool(CropTool):
         if isinstance(region, str):
             return ToolResult(error=f"{self.name}: argument 'bbox': {region}")
         box, note, (ox0, oy0, ox1, oy1) = region
-        ow, oh = ox1 - ox0, oy1 - oy0
-        crop = image.crop((ox0, oy0, ox1, oy1))
-        # Each side at least half the model input size of the source (DriveAgent-R1, LANCZOS).
-        scale = max(1.0, ref.seen[0] / 2 / ow, ref.seen[1] / 2 / oh)
-        scale = min(scale, math.sqrt(MAX_OUT_PIXELS / (ow * oh)))
-        if scale > 1:
-            crop = crop.resize((max(1, math.floor(ow * scale + 1e-6)),
-                                max(1, math.floor(oh * scale + 1e-6))), Image.Resampling.LANCZOS)
+        # each side at least half the source's seen size, as crop does; DriveAgent-R1: LANCZOS
+        crop = self._cut(ref, (ox0, oy0, ox1, oy1), resample=Image.Resampling.LANCZOS)
         out = env.add_image(crop)
         what = f" ({args['description'].strip()[:80]})" if args.get("description", "").strip() \
             else ""

@@ -88,22 +88,28 @@ class CropTool(Tool):
         if isinstance(region, str):
             return ToolResult(error=f"{self.name}: {region}")
         box, note, (ox0, oy0, ox1, oy1) = region
-        ow, oh = ox1 - ox0, oy1 - oy0
-        crop = ref.image.crop((ox0, oy0, ox1, oy1))
-        # Each side at least half the model input size (the seen size of the source).
-        need = max(ref.seen[0] / 2 / ow, ref.seen[1] / 2 / oh)
-        scale = max(self.magnification(args), need)
-        scale = min(scale, math.sqrt(MAX_OUT_PIXELS / (ow * oh)))
-        if scale > 1:
-            out_size = (max(1, math.floor(ow * scale + 1e-6)),
-                        max(1, math.floor(oh * scale + 1e-6)))
-            crop = crop.resize(out_size, Image.Resampling.BICUBIC)
+        crop = self._cut(ref, (ox0, oy0, ox1, oy1), self.magnification(args))
         out = env.add_image(crop)
         seen = env.images[out].seen
         text = (f"{self.name} of image {name!r} at bbox {_fmt(box)} (original pixels "
                 f"{_fmt((ox0, oy0, ox1, oy1))}){note}: new image {out!r}, "
                 f"{seen[0]}x{seen[1]} as you see it.")
         return ToolResult(text=text, images=[crop])
+
+    @staticmethod
+    def _cut(ref: ImageRef, box: tuple[int, int, int, int], magnification: float = 1.0,
+             resample: Image.Resampling = Image.Resampling.BICUBIC) -> Image.Image:
+        """The original-pixel `box` of `ref`, enlarged by at least `magnification` and so that
+        each side is at least half the source's seen size, capped at MAX_OUT_PIXELS."""
+        ox0, oy0, ox1, oy1 = box
+        ow, oh = ox1 - ox0, oy1 - oy0
+        crop = ref.image.crop(box)
+        scale = max(magnification, ref.seen[0] / 2 / ow, ref.seen[1] / 2 / oh)
+        scale = min(scale, math.sqrt(MAX_OUT_PIXELS / (ow * oh)))
+        if scale > 1:
+            crop = crop.resize((max(1, math.floor(ow * scale + 1e-6)),
+                                max(1, math.floor(oh * scale + 1e-6))), resample)
+        return crop
 
     def _region(self, bbox: list[float], ref: ImageRef, name: str, where: str
                 ) -> tuple[Box, str, Box] | str:

@@ -58,7 +58,11 @@ def vico_step(run: StageRun, cfg: Config, data: Any) -> dict[str, float]:
     rng = random.Random(step_seed(cfg.train.seed, st.name, run.step))
     levels = [rng.randrange(len(cfg.agent.router.levels)) for _ in batch]
     full = _episodes(run, cfg, 0, batch)
-    mine = [_episodes(run, cfg, lv, [s])[0] for lv, s in zip(levels, batch)]
+    mine: list[Any] = [None] * len(batch)
+    for lv in sorted(set(levels)):  # one rollout per level drawn, not one per sample
+        idx = [i for i, x in enumerate(levels) if x == lv]
+        for i, t in zip(idx, _episodes(run, cfg, lv, [batch[i] for i in idx])):
+            mine[i] = t
     masks = [t.loss_mask for t in mine]
     with torch.no_grad():
         ref = _ref_dists(run.reference, [trajectory.context(t) for t in full],

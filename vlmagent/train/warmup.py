@@ -36,6 +36,7 @@ from vlmagent.domains import PerceptionDomain, get_domain
 from vlmagent.losses import sft_loss
 from vlmagent.protocol import MODE_TAGS
 from vlmagent.rewards.episode import answer_tag
+from vlmagent.router.learned import pooled_features
 from vlmagent.train.common import StageRun, pad_masked, shard, step_seed
 from vlmagent.train.data import dataset_args, expert_episodes, seen_fn, train_samples
 from vlmagent.types import Trajectory
@@ -74,11 +75,6 @@ def prepare(stage: StageConfig, policy: Any) -> None:
 def remove(policy: Any) -> None:
     if hasattr(policy.core, HEADS):
         delattr(policy.core, HEADS)
-
-
-def image_tokens(policy: Any, images: list[Any]) -> list[torch.Tensor]:
-    """The vision tower's merged output tokens per image ([tokens, dim] each)."""
-    return list(policy.image_features(policy.encode_images(images)).pooler_output)
 
 
 def decision_mask(policy: Any, traj: Trajectory, calls: bool = True,
@@ -123,10 +119,8 @@ def _perception(run: StageRun, cfg: Config, heads: Any, seed: int) -> tuple[torc
     difficulty = min(1.0, run.step / max(1, st.steps // 4))  # easy images first
     batch = shard(_domain(st).perception_batch(st.batch_size, seed, seen_fn(policy, cfg.agent),
                                                difficulty, **dataset_args(cfg)), run.acc)
-    over = image_tokens(policy, [b["overview"] for b in batch])
-    zoom = image_tokens(policy, [b["zoom"] for b in batch])
-    where = heads["where"](torch.stack([o.mean(0) for o in over]))
-    what = heads["what"](torch.stack([z.mean(0) for z in zoom]))
+    where = heads["where"](pooled_features(policy, [b["overview"] for b in batch]))
+    what = heads["what"](pooled_features(policy, [b["zoom"] for b in batch]))
     cells = torch.tensor([b["cell"] for b in batch], device=where.device)
     labels = torch.tensor([b["label"] for b in batch], device=what.device)
     lw, lc = F.cross_entropy(where, cells), F.cross_entropy(what, labels)

@@ -40,7 +40,7 @@ NODE_APT_PACKAGES=(nodejs npm)  # checked by command, not by package: NodeSource
 SCAFFOLD_NODE="$ROOT/vlmagent/scaffolds/vite-react"
 CDN_NODE="$ROOT/vlmagent/web/cdn"
 TORCH_PINS=(torch==2.14.1 torchvision==0.29.1)
-EXTRAS=(test driving)
+EXTRAS=(test driving ray)
 KEEP_VENVS="${VLMAGENT_KEEP_VENVS:-3}"
 
 # ---------------------------------------------------------------- helpers
@@ -171,7 +171,7 @@ build_venv() {  # build_venv TMP: a complete venv in TMP, or exit
 
     t0=$(us)
     "$tmp/bin/python" -c 'import torch, torchvision, transformers, accelerate, peft, playwright, cv2
-import qwen_vl_utils, yaml, pytest, nuscenes' >>"$log" 2>&1 \
+import qwen_vl_utils, yaml, pytest, nuscenes, ray' >>"$log" 2>&1 \
         || { show_log "$log"; die "the new venv cannot import its packages (log: $log)"; }
     report check "$t0" "imports ok"
 }

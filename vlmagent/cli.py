@@ -1,7 +1,7 @@
 """The `vlmagent` command line. Each subcommand is a thin shell over a library function.
 
     vlmagent score PATH... --out results.jsonl [--report report.html] [--workers N] [--resume]
-                   [--config FILE] [key.path=value ...]
+                   [--backend local|ray] [--config FILE] [key.path=value ...]
     vlmagent score --from-responses responses.jsonl --scaffold static|vite-react --out ... (same)
     vlmagent rollout CONFIG --n N --out traj.jsonl [--policy PATH|expert] [key.path=value ...]
     accelerate launch -m vlmagent.cli train CONFIG [key.path=value ...]
@@ -49,6 +49,8 @@ def cmd_score(args: argparse.Namespace) -> int:
         raise UsageError("give at least one site folder or folder of sites")
     if getattr(args, "judge", None):
         overrides.append(f"reward.aesthetics.judge={args.judge}")
+    if getattr(args, "backend", None):
+        overrides.append(f"score.backend={args.backend}")
     cfg = config_mod.load(args.config, overrides)
     if args.workers is not None and args.workers < 1:
         raise UsageError("--workers must be at least 1")
@@ -252,6 +254,9 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     sp.add_argument("--judge", choices=["metrics", "vlm", "openai"],
                     help="aesthetics judge (same as reward.aesthetics.judge=...)")
+    sp.add_argument("--backend", choices=["local", "ray"],
+                    help="where the workers run: local processes, or Ray actors on a local "
+                    "cluster or score.ray.address (same as score.backend=...)")
     sp.set_defaults(fn=cmd_score)
 
     rp = sub.add_parser("rollout", help="run episodes through the agent loop, save trajectories")

@@ -114,10 +114,21 @@ class RewardConfig:
 
 
 @dataclass
+class RayConfig:
+    """score.backend: ray (scoring/ray_backend.py): one Ray actor per worker."""
+
+    address: str = ""  # empty: start a local cluster for the run; "auto", "HOST:6379": join one
+    num_cpus: int = 0  # the local cluster's CPUs; 0: one per worker
+    worker_cpus: float = 1.0  # CPUs each actor reserves on a joined cluster (its placement)
+
+
+@dataclass
 class ScoreConfig:
     workers: int = 2
     site_timeout_s: float = 150.0  # hard wall per site; the worker is killed and replaced after it
     slowest: int = 5  # how many of the slowest sites the summary lists
+    backend: str = "local"  # local (worker processes here) | ray (Ray actors; score.ray)
+    ray: RayConfig = field(default_factory=RayConfig)
 
 
 @dataclass
@@ -268,12 +279,26 @@ class LoraSettings:
 
 
 @dataclass
+class PlacementConfig:
+    """Where the vision tower runs and its embedding cache (vlmagent/placement.py,
+    docs/placement.md). The defaults are the plain in-process model, no cache."""
+
+    vision: str = "same"  # same (with the LM) | device (vision_device, this process) | process
+    # (its own process on vision_device, serving features by image content hash, prefetched)
+    vision_device: str = ""  # device / process: where the vision tower runs; empty: LM's device
+    cache_size: int = 0  # features of this many unique images kept (LRU) while the vision tower
+    # is frozen; 0: none (each call encodes its images, identical ones once per call)
+
+
+@dataclass
 class PolicyConfig:
     path: str = ""  # local folder or hub id (hub ids need the model in the local HF cache here)
     dtype: str = "float32"  # float32 | bfloat16 | float16 | auto
     device: str = "auto"  # auto (cuda when present, else cpu) | cpu | cuda | cuda:N
     lora: LoraSettings | None = None  # None: full weights (no adapters)
     adapter: str | None = None  # a saved LoRA adapter folder to load on top of `path`
+    gradient_checkpointing: bool = False  # recompute decoder layers in backward (non-reentrant)
+    placement: PlacementConfig = field(default_factory=PlacementConfig)  # vision tower placement
     # Sampling and pixel budgets belong to the agent loop (AgentConfig), their only user.
 
 
@@ -312,6 +337,25 @@ class AgentConfig:
     min_pixels: int = 28 * 28 * 4  # pixel budget per image (the router may narrow it)
     max_pixels: int = 448 * 448
     router: RouterConfig = field(default_factory=RouterConfig)
+
+
+@dataclass
+class RolloutConfig:
+    """Where online RL samples its episodes (engines/, docs/rollout_server.md)."""
+
+    engine: str = "local"  # local: the trainer's own policy | openai: a vLLM / SGLang server
+    wire: str = "sglang"  # request shape: sglang (POST /generate: token ids + images) | vllm
+    # (POST /v1/completions: token ids, no images)
+    base_url: str = "http://127.0.0.1:30000"  # the server's root (no /v1)
+    model: str = ""  # the served base model's name (vLLM's `model` field; --served-model-name)
+    api_key_env: str = ""  # environment variable holding a bearer token; empty: no header
+    timeout_s: float = 300.0  # one generation request
+    retries: int = 2  # extra attempts after a timeout, connection error, 429 or 5xx
+    max_concurrency: int = 32  # requests in flight at once from one rank
+    weight_sync: str = "lora"  # after each optimiser step: lora (save the adapter, the server
+    # loads it) | full (SGLang /update_weights_from_disk) | none (the server keeps its weights)
+    sync_dir: str = ""  # folder the server can read the saved weights from (a shared
+    # filesystem); empty: <stage folder>/rollout_weights
 
 
 @dataclass
@@ -368,6 +412,12 @@ class StageConfig:
     rollout_chunk: int | None = None  # prompts per generation call in online steps (0: all)
     overlap_scoring: bool | None = None  # slow rewards (webgen) scored while the rest generates
     freeze: list[str] | None = None  # parameter-name substrings kept fixed in this stage
+    micro_batch_tokens: int | None = None  # padded tokens per forward/backward, gradients
+    # accumulated to one optimiser step (0: the rank's whole batch in one pass)
+    reference_offload: bool | None = None  # full fine-tunes: the frozen reference copy lives
+    # on CPU and visits the accelerator only to score (LoRA uses the adapter-disabled policy)
+    tis_cap: float | None = None  # online with a rollout server: truncated importance sampling
+    # cap C on exp(train logp - rollout logp) (Yao et al. 2025); 0 = off (docs/rollout_server.md)
     resolution_threshold: float | None = None  # VisionThink: below this share of right direct
     # answers in a group, asking for full resolution is right (paper 0.2, open answers)
     agent: dict[str, Any] | None = None  # agent settings for this stage only (router level,
@@ -378,13 +428,16 @@ def _default_stage() -> StageConfig:
     return StageConfig(kind="sft", domain="zoomqa", steps=100, lr=1e-3, warmup_steps=0,
                        schedule="constant", batch_size=8, group_size=8, epochs_per_batch=1,
                        max_new_tokens=96, temperature=1.0, beta=0.1, kl_coef=0.0,
-                       eps_low=0.2, eps_high=0.2, token_level=False, drop_equal_groups=True,
+                       token_level=False, drop_equal_groups=True,
                        mode_groups=False, tool_bonus=0.0, adaptive_mode=False,
                        resolution_penalty=0.0, format_weight=0.0,
                        tool_quality_weight=0.0, checkpoint_every=25, n_train=512, eval_n=64,
                        until=0.0, probe_every=10, probe_n=64, eval_temperature=0.0,
-                       rollout_chunk=0, overlap_scoring=True, freeze=[],
-                       resolution_threshold=0.2, agent={})
+                       rollout_chunk=0, overlap_scoring=True, freeze=[], micro_batch_tokens=0,
+                       reference_offload=False,
+                       resolution_threshold=0.2, tis_cap=2.0, agent={})
+    # eps_low / eps_high stay unset here: they depend on the kind (KIND_DEFAULTS, then
+    # GENERIC_DEFAULTS at resolve time), so a default TrainConfig() gives GSPO its own range
 
 
 @dataclass
@@ -406,6 +459,7 @@ class Config:
     score: ScoreConfig = field(default_factory=ScoreConfig)
     policy: PolicyConfig = field(default_factory=PolicyConfig)
     agent: AgentConfig = field(default_factory=AgentConfig)
+    rollout: RolloutConfig = field(default_factory=RolloutConfig)
     domain: DomainConfig = field(default_factory=DomainConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     webgen: WebgenConfig = field(default_factory=WebgenConfig)
@@ -414,13 +468,18 @@ class Config:
 # Built-in values that depend on the stage's kind: GSPO's sequence-level ratio needs the clip
 # range its paper publishes (3e-4 / 4e-4), not GRPO's token-level 0.2 (docs/training.md).
 KIND_DEFAULTS: dict[str, dict[str, Any]] = {"gspo": {"eps_low": 3e-4, "eps_high": 4e-4}}
+# ... and for every other kind (GRPO's clip range). Values a config sets, in a stage or in
+# train.defaults, win over both.
+GENERIC_DEFAULTS: dict[str, Any] = {"eps_low": 0.2, "eps_high": 0.2}
 
 
 def resolve_stage(defaults: StageConfig, stage: StageConfig) -> StageConfig:
     """The stage with every unset field taken from `defaults`, then from the built-in ones (for
-    its kind, then in general)."""
+    its kind, then in general). `defaults` is usually TrainConfig's (a YAML's train.defaults
+    over _default_stage()), which leaves the kind-dependent fields unset."""
     kind = stage.kind if stage.kind is not None else defaults.kind
-    builtin = dataclasses.replace(_default_stage(), **KIND_DEFAULTS.get(kind or "", {}))
+    builtin = dataclasses.replace(_default_stage(),
+                                  **{**GENERIC_DEFAULTS, **KIND_DEFAULTS.get(kind or "", {})})
 
     def pick(name: str) -> Any:
         for src in (stage, defaults, builtin):

@@ -72,9 +72,31 @@ def group_advantages(rewards: Tensor, group_size: int, eps: float = 1e-6,
     return centred.reshape(-1)  # [B]
 
 
+def tis_weights(old_logps: Tensor, rollout_logps: Tensor, mask: Tensor, cap: float,
+                sequence: bool = False) -> Tensor:
+    """Truncated importance sampling weights (Yao et al. 2025, "Your efficient RL framework
+    secretly brings you off-policy RL training"): the rollout engine sampled from pi_rollout,
+    not from the trainer's pi_old, so the policy gradient is reweighted by their ratio, capped.
+
+    token level:    w_t = min(exp(old_t - rollout_t), cap)                         -> [B, T]
+    sequence level: w_i = min(exp(mean_t(old_it - rollout_it)), cap), masked mean  -> [B]
+    (the geometric mean, as GSPO's sequence ratio). Constants (no grad); 0 at masked-out
+    positions; ``cap <= 0`` raises (the caller leaves the weights out to turn TIS off).
+    """
+    if cap <= 0:
+        raise ValueError(f"tis cap must be > 0 (leave the weights out to disable); got {cap}")
+    _check_tokens(old_logps, mask, None, rollout_logps=rollout_logps)
+    keep = mask.bool()  # [B, T]
+    diff = _masked_diff(old_logps.detach(), rollout_logps.detach(), keep)  # [B, T]
+    if sequence:
+        return torch.exp(masked_mean(diff, keep, dim=1)).clamp(max=cap)  # [B]
+    return torch.where(keep, torch.exp(diff).clamp(max=cap), torch.zeros_like(diff))  # [B, T]
+
+
 def grpo_loss(logps: Tensor, old_logps: Tensor, advantages: Tensor, mask: Tensor,
               eps_low: float = 0.2, eps_high: float = 0.2, ref_logps: Tensor | None = None,
-              kl_coef: float = 0.0, token_level: bool = False) -> tuple[Tensor, Metrics]:
+              kl_coef: float = 0.0, token_level: bool = False,
+              is_weights: Tensor | None = None) -> tuple[Tensor, Metrics]:
     """Token-level clipped surrogate (PPO, Schulman et al. 2017) with group advantages (GRPO).
 
     loss_t = -min(rho_t A, clip(rho_t, 1 - eps_low, 1 + eps_high) A) + kl_coef * k3_t,
@@ -82,8 +104,12 @@ def grpo_loss(logps: Tensor, old_logps: Tensor, advantages: Tensor, mask: Tensor
     the batch (GRPO; TRL loss_type="grpo"), or with ``token_level=True`` over all masked tokens of
     the batch (DAPO, Yu et al. 2025, eq. 8; TRL "bnpo"/"dapo"). Sequences with no masked tokens add
     0 and still count in the batch mean. Asymmetric eps is DAPO's clip-higher.
+    ``is_weights`` [B, T] (``tis_weights``, rollouts from a separate engine): each token's
+    clipped surrogate is multiplied by its weight (the KL term is not), with ``old_logps`` the
+    trainer's own recomputed logps, so the PPO ratio is taken against the train-side policy.
     """
-    _check_tokens(logps, mask, advantages, old_logps=old_logps, ref_logps=ref_logps)
+    _check_tokens(logps, mask, advantages, old_logps=old_logps, ref_logps=ref_logps,
+                  is_weights=is_weights)
     if kl_coef > 0 and ref_logps is None:
         raise ValueError(f"kl_coef={kl_coef} > 0 needs ref_logps (got None)")
     keep = mask.bool()  # [B, T]
@@ -92,6 +118,8 @@ def grpo_loss(logps: Tensor, old_logps: Tensor, advantages: Tensor, mask: Tensor
     surr = ratio * adv  # [B, T]
     surr_clipped = ratio.clamp(1.0 - eps_low, 1.0 + eps_high) * adv  # [B, T]
     per_token = -torch.min(surr, surr_clipped)  # [B, T]
+    if is_weights is not None:  # TIS: reweight the policy-gradient term only (not the KL)
+        per_token = per_token * torch.where(keep, is_weights.detach(), torch.zeros_like(logps))
     kl = None
     if ref_logps is not None:
         zero = torch.zeros_like(logps)  # padding: logp = ref = 0, so k3 = 0 there
@@ -115,14 +143,19 @@ def grpo_loss(logps: Tensor, old_logps: Tensor, advantages: Tensor, mask: Tensor
 
 
 def gspo_loss(logps: Tensor, old_logps: Tensor, advantages: Tensor, mask: Tensor,
-              eps_low: float = 3e-4, eps_high: float = 4e-4) -> tuple[Tensor, Metrics]:
+              eps_low: float = 3e-4, eps_high: float = 4e-4,
+              is_weights: Tensor | None = None) -> tuple[Tensor, Metrics]:
     """GSPO (Zheng et al. 2025, eq. 5-7): sequence-level ratio, clipped, mean over sequences.
 
     s_i = exp(mean_t (logp_it - old_logp_it)) over the masked tokens of sequence i;
     loss = mean_i -min(s_i A_i, clip(s_i, 1 - eps_low, 1 + eps_high) A_i). Same as TRL's
     importance_sampling_level="sequence", loss_type="grpo". A sequence with no masked token adds 0.
+    ``is_weights`` [B] (``tis_weights(..., sequence=True)``) multiplies each sequence's term.
     """
     _check_tokens(logps, mask, advantages, old_logps=old_logps)
+    if is_weights is not None and is_weights.shape != logps.shape[:1]:
+        raise ValueError(f"is_weights must be [B] = [{logps.shape[0]}] for gspo; "
+                         f"got {tuple(is_weights.shape)}")
     keep = mask.bool()  # [B, T]
     seq_log_ratio = masked_mean(_masked_diff(logps, old_logps.detach(), keep), keep, dim=1)  # [B]
     ratio = torch.exp(seq_log_ratio)  # [B]
@@ -130,7 +163,10 @@ def gspo_loss(logps: Tensor, old_logps: Tensor, advantages: Tensor, mask: Tensor
     surr = ratio * adv  # [B]
     surr_clipped = ratio.clamp(1.0 - eps_low, 1.0 + eps_high) * adv  # [B]
     nonempty = keep.any(dim=1).to(ratio.dtype)  # [B]
-    loss = (-torch.min(surr, surr_clipped) * nonempty).mean()
+    per_seq = -torch.min(surr, surr_clipped) * nonempty  # [B]
+    if is_weights is not None:  # TIS at the sequence level
+        per_seq = per_seq * is_weights.detach()
+    loss = per_seq.mean()
     with torch.no_grad():
         metrics = {
             "clip_fraction": (surr_clipped < surr).to(ratio.dtype).mean().item(),  # over sequences

@@ -69,6 +69,16 @@ class Policy:
     def __init__(self, model: torch.nn.Module, processor: Any) -> None:
         self.model = model
         self.processor = processor
+        # Set while a training stage runs under accelerate (DDP/FSDP): the wrapped TrainForward
+        # that logprobs/log_dists with grad go through, so the wrapper's hooks see the weights.
+        self.wrapped: torch.nn.Module | None = None
+        # FSDP (train/common.py): the sharded TrainForward, kept across stages once sharded;
+        # fsdp_gathered is not None while its weights are gathered whole (gather_weights)
+        self.fsdp_root: torch.nn.Module | None = None
+        self.fsdp_gathered: list[Any] | None = None
+        self.fsdp_freeze: tuple[str, ...] = ()
+        # Where the vision tower runs and its feature cache (placement.py); None: the plain model.
+        self.placement: Any = None
         self.tokenizer = processor.tokenizer
         cfg = self.core.config
         self.family: str = cfg.model_type
@@ -98,9 +108,11 @@ class Policy:
     # ------------------------------------------------------------ loading
     @classmethod
     def from_pretrained(cls, path: str | Path, dtype: str = "float32", device: str = "cpu",
-                        lora: LoraSettings | None = None, adapter: str | None = None) -> Policy:
+                        lora: LoraSettings | None = None, adapter: str | None = None,
+                        gradient_checkpointing: bool = False) -> Policy:
         """Load through AutoModelForImageTextToText/AutoProcessor. `lora` adds fresh trainable
-        adapters, or makes a loaded `adapter` trainable; `adapter` alone loads it frozen."""
+        adapters, or makes a loaded `adapter` trainable; `adapter` alone loads it frozen.
+        `gradient_checkpointing` recomputes each decoder layer in backward (non-reentrant)."""
         from transformers import AutoModelForImageTextToText, AutoProcessor
 
         try:
@@ -126,11 +138,22 @@ class Policy:
         if lora is not None and not lora.train_vision:
             for p in unwrap(model).model.visual.parameters():
                 p.requires_grad_(False)
+        if gradient_checkpointing:
+            unwrap(model).gradient_checkpointing_enable(
+                gradient_checkpointing_kwargs={"use_reentrant": False})
+            # transformers checkpoints only in training mode; Qwen-VL has no dropout, so the
+            # numbers are those of eval mode (generate() switches to eval and back anyway)
+            model.train()
         return cls(model, processor)
 
     @classmethod
     def from_config(cls, cfg: PolicyConfig) -> Policy:
-        return cls.from_pretrained(cfg.path, cfg.dtype, cfg.device, cfg.lora, cfg.adapter)
+        from vlmagent.placement import make_placement
+
+        policy = cls.from_pretrained(cfg.path, cfg.dtype, cfg.device, cfg.lora, cfg.adapter,
+                                     cfg.gradient_checkpointing)
+        policy.placement = make_placement(cfg.placement, policy)
+        return policy
 
     @property
     def core(self) -> torch.nn.Module:
@@ -139,7 +162,8 @@ class Policy:
 
     @property
     def device(self) -> torch.device:
-        return next(self.model.parameters()).device
+        """The language model's device (the vision tower may sit elsewhere: placement.py)."""
+        return self.core.get_input_embeddings().weight.device
 
     # ------------------------------------------------------------ images
     @property
@@ -176,10 +200,18 @@ class Policy:
 
     def image_features(self, enc: dict[str, torch.Tensor]) -> Any:
         """The vision tower on encode_images' output; .pooler_output holds each image's merged
-        tokens ([tokens, hidden]), which the language model reads as they are."""
-        dev = self.device
+        tokens ([tokens, hidden]), which the language model reads as they are. They are on the
+        vision tower's device."""
+        dev = next(self.core.model.visual.parameters()).device
         return self.core.model.get_image_features(enc["pixel_values"].to(dev),
                                                   enc["image_grid_thw"].to(dev), return_dict=True)
+
+    def prefetch(self, contexts: list[Context]) -> None:
+        """Start encoding the images a later call will take (the next micro-batch): with
+        placement.vision=process they are encoded while this process runs the LM. A no-op
+        without a placement and for in-process ones."""
+        if self.placement is not None:
+            self.placement.prefetch(self, [im for c in contexts for im in c.images])
 
     # ------------------------------------------------------------ text
     def chat_tokens(self, messages: list[dict[str, Any]], tools: list[dict] | None = None,
@@ -258,15 +290,17 @@ class Policy:
 
         Identical images (a GRPO group shares its prompt image) go through the vision tower
         once; their features are reused for every occurrence (Qwen2/2.5-VL; Qwen3-VL's
-        deepstack features take the plain path)."""
+        deepstack features take the plain path). With a placement (placement.py) the features
+        come from it instead: cached across calls, or from the vision device / process."""
         if not contexts or any(not c.token_ids for c in contexts):
             raise ValueError("every context needs at least one token")
         ids, mask = pad_left([list(c.token_ids) for c in contexts], self.pad_id)
         images = [im for c in contexts for im in c.images]
-        uniq, where = dedupe_images(images)
+        served = self.placement.inputs(self, images) if images and self.placement else None
+        uniq, where = dedupe_images(images) if served is None else (images, [])
         share = len(uniq) < len(images) and self.family in ("qwen2_vl", "qwen2_5_vl")
-        enc = self.encode_images(uniq if share else images) if images else {}
-        grid = enc.get("image_grid_thw")
+        enc = self.encode_images(uniq if share else images) if images and not served else {}
+        grid = enc.get("image_grid_thw") if served is None else served[0]
         if share:
             grid = grid[torch.tensor(where)]
         self.check_invariants(ids, grid, [c.id for c in contexts],
@@ -279,7 +313,10 @@ class Policy:
             image_grid_thw=None if grid is None else grid.to(dev))
         batch: dict[str, Any] = {"input_ids": ids, "attention_mask": mask,
                                  "position_ids": positions}
-        if enc and share:
+        if served is not None:  # (grid, features on this device) from the placement
+            batch["mm_encoder_outputs"] = {"image": served[1]}
+            batch["image_grid_thw"] = grid.to(dev)
+        elif enc and share:
             feats = self.image_features(enc)
             feats.pooler_output = tuple(feats.pooler_output[i] for i in where)
             batch["mm_encoder_outputs"] = {"image": feats}
@@ -301,6 +338,11 @@ class Policy:
 
         The LM head runs in chunks over real (non-pad) positions only, recomputed in backward,
         so a [B, T, vocab] logits tensor never exists."""
+        if self.wrapped is not None and torch.is_grad_enabled():
+            return self.wrapped("_logprobs", contexts, temperature)
+        return self._logprobs(contexts, temperature)
+
+    def _logprobs(self, contexts: list[Context], temperature: float = 1.0) -> list[torch.Tensor]:
         batch, hidden, head = self._forward(contexts)
         width = batch["input_ids"].shape[1]
         out = []
@@ -315,6 +357,11 @@ class Policy:
         """Per context, log-softmax over the whole vocabulary at the positions that predict the
         tokens whose mask is 1 ([k, vocab], with grad): for token-level KL (ViCO, train/vico.py).
         Memory is k x vocab per context: meant for response tokens, not whole episodes."""
+        if self.wrapped is not None and torch.is_grad_enabled():
+            return self.wrapped("_log_dists", contexts, masks)
+        return self._log_dists(contexts, masks)
+
+    def _log_dists(self, contexts: list[Context], masks: list[list[int]]) -> list[torch.Tensor]:
         batch, hidden, head = self._forward(contexts)
         width = batch["input_ids"].shape[1]
         out = []
@@ -394,13 +441,46 @@ class Policy:
             self.model.save_pretrained(str(out), safe_serialization=True)
         elif is_peft(self.model):
             self.core.save_pretrained(str(out), state_dict=merged_state_dict(self.core))
+        elif self.fsdp_gathered is not None:  # FSDP: state_dict() would reshard; the gathered
+            self.model.save_pretrained(str(out), state_dict=_gathered_state(self.model))
         else:
             self.model.save_pretrained(str(out))
         self.processor.save_pretrained(str(out))
         return out
 
 
+class TrainForward(torch.nn.Module):
+    """The policy's forward with grad as one module call: what accelerate wraps (DDP, FSDP), so
+    every use of the weights (vision tower, language model, LM head) happens inside the
+    wrapper's forward, where its hooks sync gradients or gather shards. Policy keeps the
+    unwrapped model for generation, saving and checkpoint names."""
+
+    def __init__(self, policy: Policy) -> None:
+        super().__init__()
+        self.model = policy.model  # registered: the wrapper sees these parameters
+        self.policy = [policy]  # in a list: not a submodule
+
+    def forward(self, method: str, *args: Any) -> list[torch.Tensor]:
+        return getattr(self.policy[0], method)(*args)
+
+
 # ---------------------------------------------------------------- helpers
+def _gathered_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """The state dict's entries read from the modules as they are: under FSDP with the weights
+    gathered (train/common.gather_weights) these are the whole tensors, while
+    model.state_dict() would run FSDP's hook that puts the shards back."""
+    sd = {}
+    for mname, mod in model.named_modules(remove_duplicate=False):
+        pre = f"{mname}." if mname else ""
+        for n, p in mod._parameters.items():
+            if p is not None:
+                sd[pre + n] = p.detach()
+        for n, b in mod._buffers.items():
+            if b is not None and n not in mod._non_persistent_buffers_set:
+                sd[pre + n] = b
+    return sd
+
+
 def _is_image(item: Any) -> bool:
     return isinstance(item, dict) and (item.get("type") == "image" or "image" in item
                                       or "image_url" in item)

@@ -3,7 +3,8 @@ generates.
 
 `WebReward` turns each finished episode's final answer into a project (web/webgen.py: parse,
 materialise into the scaffold) and hands it to a `RewardPool` (scoring/pool.py: the worker
-processes of `vlmagent score`, each holding a Chromium and the cascade). `submit` returns at once,
+processes of `vlmagent score`, each holding a Chromium and the cascade; with score.backend: ray,
+Ray actors doing the same, scoring/ray_backend.py). `submit` returns at once,
 so projects are built and driven in the browser while the rest of the batch is still being
 generated; `collect` waits for the keys a step needs. The result of every project is the line
 `vlmagent score --from-responses` writes for the same response and config (the same parse, the
@@ -146,7 +147,7 @@ class WebReward:
 
     def _pool(self, scaffold: str) -> tuple[Config, webgen.Scaffold, Any]:
         if scaffold not in self.pools:  # lazily: a static-only run never starts a build pool
-            from vlmagent.scoring.pool import RewardPool
+            from vlmagent.scoring.backends import open_pool
             from vlmagent.scoring.responses import with_scaffold
 
             cfg, sc = with_scaffold(self.cfg, scaffold)
@@ -154,8 +155,8 @@ class WebReward:
             if self.cache_path is not None:
                 cache = self.cache_path.with_name(f"{self.cache_path.stem}-{scaffold}"
                                                   f"{self.cache_path.suffix}")
-            pool = RewardPool(cfg, self.workers, self.workdir / "artifacts" / scaffold,
-                              link_base=self.workdir, cache_path=cache)
+            pool = open_pool(cfg, self.workers, self.workdir / "artifacts" / scaffold,
+                             link_base=self.workdir, cache_path=cache)
             self.pools[scaffold] = (cfg, sc, pool)
             if self._thread is None:
                 self._thread = threading.Thread(target=self._pump, name="web-reward-pump",

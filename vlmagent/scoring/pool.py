@@ -77,22 +77,42 @@ class PoolStats:
 
 
 # ---------------------------------------------------------------- worker side
+class SiteScorer:
+    """What every scoring worker holds (a local process here, a Ray actor in ray_backend.py):
+    one Browser, started before the first site, and the cascade over it."""
+
+    def __init__(self, cfg_dict: dict[str, Any], where: str = "<worker>"):
+        from vlmagent.rewards import NEEDS_BROWSER, build_cascade
+        from vlmagent.web.browser import Browser
+
+        cfg = from_dict(Config, cfg_dict, where)
+        self.browser = Browser(cfg.browser)
+        self.cascade = build_cascade(cfg, self.browser)
+        if NEEDS_BROWSER & set(cfg.reward.stages):
+            try:  # launch Chromium now, not in the first site's time (it launches lazily)
+                self.browser._ensure()
+            except Exception:  # BrowserError: the first site tries again and reports it
+                pass
+
+    def score(self, path: str, chash: str, artifacts: str,
+              link_base: str | None) -> dict[str, Any]:
+        from vlmagent.rewards import SiteContext
+
+        site = SiteContext(Path(path), chash, Path(artifacts),
+                           None if link_base is None else Path(link_base))
+        return self.cascade(site).to_dict()
+
+    def close(self) -> None:
+        self.browser.close()
+
+
 def _worker_main(conn: Any, cfg_dict: dict[str, Any]) -> None:
     # Own process group: the parent kills us with Playwright's driver; Chromium (in a session of
     # its own) exits when its pipe to the driver closes.
     os.setsid()
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
-    from vlmagent.rewards import NEEDS_BROWSER, SiteContext, build_cascade
-    from vlmagent.web.browser import Browser
-
-    cfg = from_dict(Config, cfg_dict, "<worker>")
-    with Browser(cfg.browser) as browser:
-        cascade = build_cascade(cfg, browser)
-        if NEEDS_BROWSER & set(cfg.reward.stages):
-            try:  # launch Chromium now, not in the first site's time (it launches lazily)
-                browser._ensure()
-            except Exception:  # BrowserError: the first site tries again and reports it
-                pass
+    scorer = SiteScorer(cfg_dict)
+    try:
         try:
             conn.send(READY)
         except (BrokenPipeError, OSError):
@@ -104,13 +124,12 @@ def _worker_main(conn: Any, cfg_dict: dict[str, Any]) -> None:
                 return
             if msg is None:
                 return
-            path, chash, artifacts, link_base = msg
-            site = SiteContext(Path(path), chash, Path(artifacts),
-                               None if link_base is None else Path(link_base))
             try:
-                conn.send(cascade(site).to_dict())
+                conn.send(scorer.score(*msg))
             except (BrokenPipeError, OSError):
                 return
+    finally:
+        scorer.close()
 
 
 @dataclass

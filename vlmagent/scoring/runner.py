@@ -4,7 +4,8 @@ out. Site folders (sites.py) and model responses (responses.py) only make the jo
 Shape: the parent process goes through the jobs in order. A job already in the results file
 (`--resume`) keeps its line; a job with a precomputed line (a rejected response) gets it at once;
 the rest are grouped by content hash, and each hash is submitted once to a RewardPool (pool.py:
-N worker processes, each with one browser and one Cascade). A worker that exceeds the hard
+N worker processes, each with one browser and one Cascade; or, with score.backend: ray, N Ray
+actors doing the same, ray_backend.py: the lines are the same). A worker that exceeds the hard
 per-site wall time (score.site_timeout_s, counted from when the worker is up; starting a worker
 and its browser has a limit of the same length), or dies, is killed with its whole process group
 (its Chromium included) and replaced; the site still gets a line, with `error` set. Every job
@@ -30,7 +31,7 @@ from typing import Any
 from tqdm import tqdm
 
 from vlmagent.config import Config
-from vlmagent.scoring.pool import RewardPool
+from vlmagent.scoring.backends import check_backend, open_pool
 
 RESUME_BY = ("content", "id")
 
@@ -119,6 +120,7 @@ def run_jobs(jobs: Sequence[Job], out: str | Path, cfg: Config, *, resume_by: st
     if resume_by not in RESUME_BY:
         raise ValueError(f"resume_by must be one of {RESUME_BY}, not {resume_by!r}")
     t0 = time.monotonic() if started is None else started
+    check_backend(cfg)  # a bad score.backend fails before the results file is touched
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     artifacts_root = out.parent / f"{out.stem}.artifacts"
@@ -161,7 +163,7 @@ def run_jobs(jobs: Sequence[Job], out: str | Path, cfg: Config, *, resume_by: st
             n_workers = max(1, min(workers or cfg.score.workers, len(todo)))
             # Keyed by the first job's name (the pool logs it); the jobs sharing its hash are
             # fanned out here, so their lines stay together and in order.
-            with RewardPool(cfg, n_workers, artifacts_root, out.parent) as pool:
+            with open_pool(cfg, n_workers, artifacts_root, out.parent) as pool:
                 for group in todo.values():
                     assert group[0].path is not None
                     pool.submit(group[0].name, group[0].path, group[0].content_hash)

@@ -2,14 +2,21 @@
 checkpoints that resume exactly, metrics to JSONL and to accelerate's trackers.
 
 Ranks (accelerate launch, gloo on CPU) hold identical weights: every rank starts from the same
-checkpoint, computes gradients on its own shard of the batch, and gradients are averaged with
-an explicit all-reduce before each optimiser step. (The policy's forward goes through its own
-`logprobs`, not a DDP wrapper, so the sync is ours and visible.)
+checkpoint and computes gradients on its own shard of the batch. Under a distributed accelerate
+config the stages whose every gradient flows through `Policy.logprobs` (WRAPPED_KINDS) have the
+policy's forward prepared by accelerate (DDP / FSDP, from configs/accelerate/*.yaml), which
+syncs gradients in backward; the other stages (small heads) average gradients with an explicit
+all-reduce before each optimiser step.
+
+A step may accumulate micro-batches (`backward` per micro-batch, one `optimizer_step`), their
+losses weighted so the summed gradient is that of the whole batch (docs/training.md, "Scale").
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import math
+import os
 import random
 import time
 from dataclasses import asdict, dataclass, field
@@ -18,12 +25,15 @@ from typing import Any
 
 import numpy as np
 import torch
-from accelerate import Accelerator
+from accelerate import Accelerator, DistributedType
 from safetensors.torch import load_file, save_file
 
 from vlmagent.config import StageConfig
 
 CKPT_DONE = "complete"  # written last: a checkpoint without it was interrupted and is ignored
+# Kinds whose gradients all come through Policy.logprobs/log_dists (the wrapped forward); the
+# warm-up and router heads train on features computed outside it, so they keep the manual sync.
+WRAPPED_KINDS = ("sft", "mpo", "dpo", "grpo", "gspo", "vico")
 
 
 def make_accelerator(out_dir: Path) -> Accelerator:
@@ -33,8 +43,86 @@ def make_accelerator(out_dir: Path) -> Accelerator:
         log_with = ["tensorboard"]
     except ImportError:
         log_with = []
-    return Accelerator(cpu=not torch.cuda.is_available(), log_with=log_with or None,
-                       project_dir=str(out_dir))
+    acc = Accelerator(cpu=not torch.cuda.is_available(), log_with=log_with or None,
+                      project_dir=str(out_dir))
+    _cpu_fsdp(acc)
+    return acc
+
+
+def _cpu_fsdp(acc: Accelerator) -> None:
+    """An FSDP launch (configs/accelerate/fsdp.yaml) on CPU ranks under gloo. accelerate 1.15
+    only turns FSDP on for accelerators: without a GPU the launch becomes plain MULTI_CPU (DDP)
+    and the plugin it built from the launcher's FSDP_* variables is dropped. torch's FSDP2
+    (`fully_shard`) runs on CPU meshes under gloo, so the state is set to what a GPU launch
+    gets (distributed type FSDP, the same plugin) and accelerate's own FSDP2 preparation runs.
+    FSDP1 has no CPU path here: refused rather than silently run as DDP."""
+    if (acc.distributed_type != DistributedType.MULTI_CPU
+            or os.environ.get("ACCELERATE_USE_FSDP", "false").lower() != "true"):
+        return
+    from accelerate.state import PartialState
+    from accelerate.utils import FullyShardedDataParallelPlugin
+
+    plugin = FullyShardedDataParallelPlugin()  # read from the launcher's FSDP_* variables
+    if plugin.fsdp_version != 2:
+        raise ValueError("FSDP on CPU needs fsdp_version: 2 (torch fully_shard) in the "
+                         "accelerate config, as configs/accelerate/fsdp.yaml has")
+    if acc.mixed_precision != "no":
+        plugin.set_mixed_precision(acc.mixed_precision)
+    PartialState().distributed_type = DistributedType.FSDP  # AcceleratorState() re-reads it
+    acc.state.distributed_type = DistributedType.FSDP
+    acc.state.fsdp_plugin = plugin
+
+
+def is_fsdp(acc: Accelerator) -> bool:
+    return acc.distributed_type == DistributedType.FSDP
+
+
+def _fsdp_groups(root: torch.nn.Module) -> list[Any]:
+    from torch.distributed.fsdp import FSDPModule
+
+    return [g for m in root.modules() if isinstance(m, FSDPModule)
+            for g in m._get_fsdp_state()._fsdp_param_groups]
+
+
+def gather_weights(policy: Any) -> None:
+    """FSDP: all-gather every unit's weights and keep them gathered (no reshard after a
+    forward), so the unwrapped model (generation, no-grad log-probs, the reference, saving)
+    sees whole plain tensors and runs no collective, however many calls each rank makes.
+    Collective: every rank calls it at the same point. No-op without FSDP or when gathered."""
+    root = getattr(policy, "fsdp_root", None)
+    if root is None or policy.fsdp_gathered is not None:
+        return
+    groups = _fsdp_groups(root)
+    policy.fsdp_gathered = [(g, g.post_forward_mesh_info) for g in groups]
+    for g in groups:
+        g.unshard()
+        g.wait_for_unshard()
+        g.post_forward_mesh_info = None  # = set_reshard_after_forward(False)
+
+
+def shard_weights(policy: Any) -> None:
+    """Undo gather_weights: back to shards (what training steps on). Collective."""
+    saved = getattr(policy, "fsdp_gathered", None)
+    if saved is None:
+        return
+    for g, info in saved:
+        g.post_forward_mesh_info = info
+        g.reshard()
+    policy.fsdp_gathered = None
+
+
+@contextlib.contextmanager
+def full_weights(policy: Any) -> Any:
+    """gather_weights for the block (rollouts, the reference, probes), shards after; nested
+    blocks and calls without FSDP do nothing."""
+    if getattr(policy, "fsdp_root", None) is None or policy.fsdp_gathered is not None:
+        yield
+        return
+    gather_weights(policy)
+    try:
+        yield
+    finally:
+        shard_weights(policy)
 
 
 def shard(items: list[Any], acc: Accelerator) -> list[Any]:
@@ -42,6 +130,22 @@ def shard(items: list[Any], acc: Accelerator) -> list[Any]:
     n, k, r = len(items), acc.num_processes, acc.process_index
     per = math.ceil(n / k)
     return items[r * per:(r + 1) * per]
+
+
+def micro_batches(lengths: list[int], budget: int | None) -> list[list[int]]:
+    """Indices of a batch in micro-batches whose padded size (count x longest sequence) stays
+    within `budget` tokens; longest first, so similar lengths share padding. A sequence longer
+    than the budget goes alone. budget 0/None: everything in one micro-batch, in order."""
+    if not budget or not lengths:
+        return [list(range(len(lengths)))] if lengths else []
+    order = sorted(range(len(lengths)), key=lambda i: -lengths[i])  # stable: ties keep order
+    out: list[list[int]] = []
+    for i in order:
+        if out and (len(out[-1]) + 1) * lengths[out[-1][0]] <= budget:
+            out[-1].append(i)  # the first of a micro-batch is its longest
+        else:
+            out.append([i])
+    return out
 
 
 def step_seed(seed: int, stage: str, step: int) -> int:
@@ -85,8 +189,10 @@ class StageRun:
     scheduler: torch.optim.lr_scheduler.LRScheduler = None  # type: ignore[assignment]
     reference: Any = None  # frozen reference policy, made by stages that need one
     web: Any = None  # the stage's website reward pool (webgen online stages), closed by close()
+    last_sampled: list[Any] = field(default_factory=list)  # this step's rollouts (preference)
 
     frozen: list[torch.nn.Parameter] = field(default_factory=list)  # by `freeze`, until close()
+    wrapped: Any = None  # the accelerate-prepared TrainForward (DDP / FSDP), until close()
 
     def __post_init__(self) -> None:
         # `freeze`: parameters this stage leaves as they are (e.g. the output head in online RL,
@@ -100,16 +206,91 @@ class StageRun:
         if not params:
             raise ValueError(f"stage {self.stage.name}: the policy has no trainable parameters")
         self.optimizer = torch.optim.AdamW(params, lr=self.stage.lr, weight_decay=0.0)
+        if self.stage.kind in WRAPPED_KINDS and _distributed(self.acc):
+            self._prepare()
         self.scheduler = make_scheduler(self.optimizer, self.stage)
 
+    def _prepare(self) -> None:
+        """accelerate wraps the policy's forward (DDP, FSDP, DeepSpeed as its config says) and
+        the optimiser; the policy routes its forward with grad through the wrapper. We step
+        the inner optimiser ourselves (the schedule and checkpoints hold that one)."""
+        from vlmagent.policy import TrainForward
+
+        if self.acc.distributed_type == DistributedType.DEEPSPEED:
+            # a DeepSpeed engine steps the optimiser inside its backward (once per backward,
+            # with its own clipping and schedule): our micro-batch accumulation, clip, step and
+            # schedule, and the checkpoints that hold them, do not map onto it (yet)
+            raise NotImplementedError(
+                "DeepSpeed launches (configs/accelerate/deepspeed_zero2.yaml, "
+                "deepspeed_zero3.yaml) are not supported: a DeepSpeed engine steps the "
+                "optimiser inside its backward, which StageRun's micro-batch accumulation and "
+                "its own clip/step/schedule/checkpoints do not fit. Use configs/accelerate/"
+                "ddp.yaml (replicated weights) or fsdp.yaml (FSDP2, sharded weights, gradients "
+                "and optimiser state; ZeRO-3's role) instead (docs/training.md, 'Scale')")
+        if is_fsdp(self.acc):
+            plugin = self.acc.state.fsdp_plugin
+            if plugin.fsdp_version != 2:
+                raise ValueError("FSDP needs fsdp_version: 2 (FSDP1 keeps no whole weights "
+                                 "outside its forward for generation); see "
+                                 "configs/accelerate/fsdp.yaml")
+            if getattr(self.policy, "fsdp_root", None) is not None:
+                self._reuse_fsdp()
+                return
+            self._fsdp_reference()
+        wrapped, opt = self.acc.prepare(TrainForward(self.policy), self.optimizer)
+        self.optimizer = getattr(opt, "optimizer", opt)
+        self.wrapped = self.policy.wrapped = wrapped
+        if is_fsdp(self.acc):
+            self.policy.fsdp_root, self.policy.fsdp_gathered = wrapped, None
+            self.policy.fsdp_freeze = tuple(self.stage.freeze or ())
+        self.acc.print(f"[{self.stage.name}] accelerate prepared the policy's forward: "
+                       f"{type(wrapped).__name__} over {self.acc.num_processes} process(es)")
+
+    def _fsdp_reference(self) -> None:
+        """A full-weights frozen reference (online.Reference) is a copy of the policy: under
+        FSDP it is made here, before sharding, from the whole weights (LoRA needs none)."""
+        from vlmagent.train.online import Reference
+
+        st = self.stage
+        if (st.kind in ("mpo", "dpo") or st.kl_coef) and self.reference is None \
+                and not hasattr(self.policy.model, "disable_adapter"):
+            self.reference = Reference(self.policy, bool(st.reference_offload))
+
+    def _reuse_fsdp(self) -> None:
+        """A later stage under FSDP: the policy stays sharded by the first one (fully_shard is
+        applied once); this stage shards back what the last one left gathered and steps its
+        own AdamW on the shards. The trainable set is fixed when sharding, so `freeze` must
+        match the first FSDP stage's."""
+        if tuple(self.stage.freeze or ()) != self.policy.fsdp_freeze:
+            raise ValueError(f"stage {self.stage.name}: under FSDP every stage must freeze the "
+                             f"same parameters (first: {list(self.policy.fsdp_freeze)})")
+        if self.stage.kind in ("mpo", "dpo") or self.stage.kl_coef:
+            if not hasattr(self.policy.model, "disable_adapter"):
+                raise NotImplementedError("under FSDP a full-weights reference can only be made "
+                                          "by the first FSDP stage (before sharding)")
+        shard_weights(self.policy)
+        self.optimizer = torch.optim.AdamW(self.trainable(), lr=self.stage.lr, weight_decay=0.0)
+        self.wrapped = self.policy.wrapped = self.policy.fsdp_root
+
     def close(self) -> None:
-        """Free what the stage started (reward worker processes); unfreeze what it froze."""
+        """Free what the stage started (reward worker processes); unfreeze what it froze.
+        Under FSDP the weights are left gathered (collective): evaluation and saving use them."""
         if self.web is not None:
             self.web.close()
             self.web = None
+        if getattr(self.policy, "fsdp_root", None) is not None:
+            gather_weights(self.policy)
+            self.policy.wrapped = self.wrapped = None
+            self.acc._optimizers.clear()
+            return  # frozen ones stay frozen: the sharded trainable set is fixed (_reuse_fsdp)
         for p in self.frozen:
             p.requires_grad_(True)
         self.frozen.clear()
+        if self.wrapped is not None:  # the next stage wraps afresh (its own trainable set)
+            self.policy.wrapped = None
+            self.acc._models = [m for m in self.acc._models if m is not self.wrapped]
+            self.acc._optimizers.clear()
+            self.wrapped = None
 
     def trainable(self) -> list[torch.nn.Parameter]:
         return [p for p in self.policy.model.parameters() if p.requires_grad]
@@ -119,7 +300,8 @@ class StageRun:
         equal those of the whole batch on one process (e.g. token-level means)."""
         if self.acc.num_processes == 1:
             return 1.0
-        total = float(self.acc.reduce(torch.tensor([float(local)]), reduction="sum"))
+        total = float(self.acc.reduce(torch.tensor([float(local)], device=self.acc.device),
+                                      reduction="sum"))
         return local / total if total else 0.0
 
     def update(self, loss: torch.Tensor, max_norm: float = 1.0, reduction: str = "mean"
@@ -127,15 +309,63 @@ class StageRun:
         """One optimiser step on `loss`; gradients combined over ranks by `reduction`
         ("mean" for per-rank means of equal shards, "sum" after `global_share` weighting)."""
         self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        self.backward(loss, reduction)
+        return self.optimizer_step(max_norm, reduction)
+
+    def backward(self, loss: torch.Tensor, reduction: str = "mean", last: bool = True) -> None:
+        """Accumulate one micro-batch's gradient. A wrapper (DDP/FSDP) averages over ranks in
+        the backward of the `last` micro-batch (the others run under no_sync, so ranks may run
+        different numbers of them); "sum" undoes its division by the number of ranks."""
+        if self.wrapped is None:
+            loss.backward()
+            return
+        if reduction == "sum":
+            loss = loss * self.acc.num_processes
+        ctx = self.acc.no_sync(self.wrapped) if not last else contextlib.nullcontext()
+        with ctx:
+            loss.backward()
+
+    def micro_count(self, n: int) -> int:
+        """How many micro-batches every rank runs this step: the most any rank has (`n` here).
+        Under a wrapper every forward takes part in collectives (FSDP all-gathers each unit;
+        DDP syncs in the last backward), so the ranks must run the same number; a rank with
+        fewer pads with zero-weight ones (pad_backward). One all-reduce; `n` without one."""
+        if self.wrapped is None or self.acc.num_processes == 1:
+            return n
+        t = torch.tensor([n], device=self.acc.device)
+        torch.distributed.all_reduce(t, op=torch.distributed.ReduceOp.MAX)
+        return int(t.item())
+
+    def pad_backward(self, contexts: list[Any], done: int, count: int) -> None:
+        """Micro-batches done..count-1 of `count` (micro_count) as zero-weight ones."""
+        for k in range(done, count):
+            self.zero_backward(contexts, last=k == count - 1)
+
+    def zero_backward(self, contexts: list[Any], last: bool = True) -> None:
+        """A zero gradient that still joins the ranks' collectives. Under a wrapper it goes
+        through the wrapped forward (whose backward is the sync, whose units FSDP gathers), on
+        one context of the step (any episode the rank has; images included, so the same units
+        run as on the other ranks)."""
+        if self.wrapped is not None:
+            if not contexts:
+                raise RuntimeError("a rank with nothing to learn needs one context of the step "
+                                   "for its zero-weight forward (else the other ranks wait)")
+            loss = sum(lp.sum() for lp in self.policy.logprobs(contexts[:1])) * 0.0
+        else:
+            loss = sum(p.sum() * 0.0 for p in self.trainable())
+        self.backward(loss, "sum", last=last)
+
+    def optimizer_step(self, max_norm: float = 1.0, reduction: str = "mean") -> float:
+        """Sync (unless the wrapper did), clip, one optimiser and schedule step; grads cleared."""
         params = self.trainable()
-        if self.acc.num_processes > 1:
+        if self.acc.num_processes > 1 and self.wrapped is None:
             for p in params:
                 g = p.grad if p.grad is not None else torch.zeros_like(p)
                 p.grad = self.acc.reduce(g.contiguous(), reduction=reduction)
         norm = torch.nn.utils.clip_grad_norm_(params, max_norm)
         self.optimizer.step()
         self.scheduler.step()
+        self.optimizer.zero_grad(set_to_none=True)
         self.updates += 1
         return float(norm)
 
@@ -152,6 +382,10 @@ class StageRun:
     # ------------------------------------------------------------ checkpoints
     def save(self) -> Path:
         """checkpoints/step-N/: trainable weights (safetensors), optimiser, schedule, RNG."""
+        if getattr(self.policy, "fsdp_root", None) is not None:
+            raise NotImplementedError(
+                "mid-stage checkpoints under FSDP (sharded AdamW state) are not written yet: "
+                "set checkpoint_every: 0 for FSDP stages (the end-of-stage weights are saved)")
         ck = self.out / "checkpoints" / f"step-{self.step:06d}"
         ck.mkdir(parents=True, exist_ok=True)
         if self.acc.is_main_process:
@@ -187,6 +421,13 @@ class StageRun:
         return True
 
 
+def _distributed(acc: Accelerator) -> bool:
+    """A launch that wants the model prepared: several ranks, or a configured distributed type
+    or mixed precision (accelerate's autocast lives in the prepared forward)."""
+    return (acc.num_processes > 1 or acc.distributed_type != DistributedType.NO
+            or acc.mixed_precision != "no")
+
+
 def trainable_state(policy: Any) -> dict[str, torch.Tensor]:
     """The trainable parameters by name: what a checkpoint must hold to resume a stage."""
     return {n: p.detach().contiguous() for n, p in policy.model.named_parameters()
@@ -216,8 +457,9 @@ def pad_masked(logps: list[torch.Tensor], masks: list[list[int]]
     Token t's logp is predicted from tokens < t, so its mask is loss_mask[t] for t >= 1.
     """
     width = max(lp.shape[0] for lp in logps)
-    out = torch.zeros(len(logps), width, dtype=logps[0].dtype)
-    mask = torch.zeros(len(logps), width)
+    dev = logps[0].device  # the accelerator's: the loss is computed where the logps are
+    out = torch.zeros(len(logps), width, dtype=logps[0].dtype, device=dev)
+    mask = torch.zeros(len(logps), width, device=dev)
     for b, (lp, m) in enumerate(zip(logps, masks)):
         out[b, :lp.shape[0]] = lp
         mask[b, :lp.shape[0]] = torch.tensor(m[1:], dtype=mask.dtype)

@@ -18,9 +18,17 @@ import torch
 from vlmagent import agent, trajectory
 from vlmagent.config import Config
 from vlmagent.domains import get_domain
+from vlmagent.engines import training as rollout_engine
 from vlmagent.losses import group_advantages, grpo_loss, gspo_loss
 from vlmagent.rewards.episode import RewardTerms, final_text, record, score_episodes
-from vlmagent.train.common import StageRun, pad_masked, shard, step_seed
+from vlmagent.train.common import (
+    StageRun,
+    full_weights,
+    micro_batches,
+    pad_masked,
+    shard,
+    step_seed,
+)
 from vlmagent.train.data import train_samples
 from vlmagent.types import Trajectory
 
@@ -37,12 +45,13 @@ def sample_groups(run: StageRun, cfg: Config) -> tuple[list[Trajectory], list[fl
     domain = get_domain(st.domain)
     samples = [s for s in mine for _ in range(g)]
     scorer = _answer_batch(run, cfg, samples) if hasattr(domain, "score_answers") else None
+    actor = rollout_engine.actor_for(run, cfg)  # rollout server (weights synced); None: local
     if st.mode_groups:  # half of each group forced into tool mode, half into text mode
         half = g // 2
         tool = agent.rollout(run.policy, mine, replace(base, force_mode="tool"), seed=seed,
-                             group_size=half)
+                             group_size=half, actor=actor)
         text = agent.rollout(run.policy, mine, replace(base, force_mode="text"),
-                             seed=seed + 1, group_size=g - half)
+                             seed=seed + 1, group_size=g - half, actor=actor)
         trajs = []
         for i in range(len(mine)):
             trajs += tool[i * half:(i + 1) * half] + text[i * (g - half):(i + 1) * (g - half)]
@@ -56,7 +65,7 @@ def sample_groups(run: StageRun, cfg: Config) -> tuple[list[Trajectory], list[fl
             on_done = scorer.on_done(off) if scorer and st.overlap_scoring else None
             trajs += agent.rollout(run.policy, mine[c:c + chunk], base,
                                    seed=seed + 104_729 * (c // chunk), group_size=g,
-                                   on_done=on_done)
+                                   on_done=on_done, actor=actor)
     answers = scorer.answers([final_text(t) for t in trajs]) if scorer else None
     scores = score_episodes(trajs, samples, RewardTerms.from_stage(st), domain, group_size=g,
                             answers=answers)
@@ -86,20 +95,42 @@ def sampled_logps(trajs: list[Trajectory], like: torch.Tensor) -> torch.Tensor:
 
 
 class Reference:
-    """The frozen reference: the base with LoRA disabled, or a frozen copy of full weights."""
+    """The frozen reference: the base with LoRA disabled (no extra memory), or a frozen copy of
+    full weights. `offload`: the copy lives on CPU and visits the policy's device only while it
+    scores (`visit`), so a full fine-tune holds one model on the accelerator, not two."""
 
-    def __init__(self, policy: Any):
+    def __init__(self, policy: Any, offload: bool = False):
         self.policy = policy
         self.copy = None
+        self.offload = offload
+        self._visiting = False
         if not hasattr(policy.model, "disable_adapter"):
-            self.copy = type(policy)(copy.deepcopy(policy.model).eval(), policy.processor)
+            model = copy.deepcopy(policy.model).eval()
+            if offload:
+                model.to("cpu")
+            self.copy = type(policy)(model, policy.processor)
             for p in self.copy.model.parameters():
                 p.requires_grad_(False)
+
+    @contextlib.contextmanager
+    def visit(self) -> Any:
+        """An offloaded copy on the policy's device for the calls inside, back on CPU after."""
+        if self.copy is None or not self.offload or self._visiting:
+            yield
+            return
+        self._visiting = True
+        self.copy.model.to(self.policy.device)
+        try:
+            yield
+        finally:
+            self.copy.model.to("cpu")
+            self._visiting = False
 
     @torch.no_grad()
     def logprobs(self, contexts: list[Any], temperature: float = 1.0) -> list[torch.Tensor]:
         if self.copy is not None:
-            return self.copy.logprobs(contexts, temperature)
+            with self.visit():
+                return self.copy.logprobs(contexts, temperature)
         ctx = self.policy.model.disable_adapter()
         with ctx if ctx is not None else contextlib.nullcontext():
             return self.policy.logprobs(contexts, temperature)
@@ -108,7 +139,11 @@ class Reference:
 def online_step(run: StageRun, cfg: Config, data: Any) -> dict[str, float]:
     st, t0 = run.stage, time.perf_counter()
     if st.kl_coef and run.reference is None:  # (a gspo stage has kl_coef 0: resolve_stages)
-        run.reference = Reference(run.policy)
+        run.reference = Reference(run.policy, bool(st.reference_offload))
+    # FSDP: rollouts, the reference and the old log-probs run on whole (gathered) weights, no
+    # collectives inside however many calls each rank makes; training runs on the shards
+    gathered = contextlib.ExitStack()
+    gathered.enter_context(full_weights(run.policy))
     trajs, rewards, _ = sample_groups(run, cfg)
     g = st.group_size
     adv = group_advantages(torch.tensor(rewards), g)
@@ -124,37 +159,77 @@ def online_step(run: StageRun, cfg: Config, data: Any) -> dict[str, float]:
     batch = [trajs[i] for i in keep]
     # Every rank must make the same optimiser steps (the gradient all-reduce is collective):
     # ranks weight their loss by their share of the global batch and gradients are summed.
-    units = sum(sum(t.loss_mask) for t in batch) if st.token_level and st.kind == "grpo" \
-        else len(batch)
+    units = _units(st, batch)
     total_units = _global_sum(run, units)  # one collective, on every rank
     if total_units == 0:
+        gathered.close()
         return metrics  # no group on any rank had a reward spread: nothing to learn this step
     share = units / total_units
-    a = adv[keep]
+    a = adv[keep].to(run.policy.device)
     contexts = [trajectory.context(t) for t in batch]
-    ref = None
-    if st.kl_coef and batch:
-        ref, _ = pad_masked(run.reference.logprobs(contexts, st.temperature),
-                            [t.loss_mask for t in batch])
+    # micro-batches of at most micro_batch_tokens padded tokens, gradients accumulated: each
+    # part's loss weighted by its share of the rank's units, so the sum is the one-batch loss
+    parts = micro_batches([len(c.token_ids) for c in contexts], st.micro_batch_tokens)
+    refs: list[Any] = [None] * len(parts)
+    if st.kl_coef and batch:  # the reference scores each micro-batch once, before the epochs
+        with run.reference.visit():  # an offloaded copy comes over once for all of them
+            refs = [pad_masked(run.reference.logprobs([contexts[i] for i in idx],
+                                                      st.temperature),
+                               [batch[i].loss_mask for i in idx])[0] for idx in parts]
+    # ---- rollout server only (engines/training.py, docs/rollout_server.md): the trainer's own
+    # old logps before any update (the PPO anchor), the train-vs-rollout gap, TIS weights
+    fixes = rollout_engine.off_policy(run, cfg, batch, contexts, parts)  # None each: local
+    metrics.update(rollout_engine.gap_metrics(run, fixes))
+    # ----
+    gathered.close()
+    # every rank runs as many wrapped forwards as the rank with the most micro-batches (a rank
+    # that kept nothing: all zero-weight, on one of its sampled episodes), so none waits
+    count = run.micro_count(len(parts))
+    spare = [trajectory.context(t) for t in (batch or trajs)[:1]]
     m: dict[str, float] = {}
     for _ in range(st.epochs_per_batch):
-        if not batch:  # this rank kept nothing: a zero contribution keeps the ranks in step
-            zero = sum(p.sum() * 0.0 for p in run.trainable())
-            run.update(zero, reduction="sum")
+        done = []
+        for k, idx in enumerate(parts):
+            sub = [batch[i] for i in idx]
+            loss, mk = _policy_loss(run, sub, [contexts[i] for i in idx], a[idx], refs[k],
+                                    fixes[k])
+            w = _units(st, sub) / units
+            run.backward(loss * (w * share), "sum", last=k == count - 1)
+            done.append((w, mk))
+        run.pad_backward(spare, len(parts), count)
+        if not done:  # this rank kept nothing: its zero contribution kept the ranks in step
+            run.optimizer_step(reduction="sum")
             continue
-        lp, mask = pad_masked(run.policy.logprobs(contexts, st.temperature),
-                              [t.loss_mask for t in batch])
-        old = sampled_logps(batch, lp.detach())
-        if st.kind == "gspo":
-            loss, m = gspo_loss(lp, old, a, mask, st.eps_low, st.eps_high)
-        else:
-            loss, m = grpo_loss(lp, old, a, mask, st.eps_low, st.eps_high, ref_logps=ref,
-                                kl_coef=st.kl_coef, token_level=st.token_level)
-        m["grad_norm"] = run.update(loss * share, reduction="sum")
+        m = {key: sum(w * mk[key] for w, mk in done) for key in done[0][1]}
+        m["grad_norm"] = run.optimizer_step(reduction="sum")
+        m["micro_batches"] = float(len(parts))
     metrics.update(m)
     metrics["global_units"] = total_units
     metrics["step_s"] = time.perf_counter() - t0
     return metrics
+
+
+def _units(st: Any, batch: list[Trajectory]) -> int:
+    """What the loss averages over: policy tokens (token-level GRPO) or sequences."""
+    if st.token_level and st.kind == "grpo":
+        return sum(sum(t.loss_mask) for t in batch)
+    return len(batch)
+
+
+def _policy_loss(run: StageRun, batch: list[Trajectory], contexts: list[Any], adv: torch.Tensor,
+                 ref: torch.Tensor | None, fix: Any = None
+                 ) -> tuple[torch.Tensor, dict[str, float]]:
+    """The GRPO / GSPO loss of one micro-batch (its own mean) and its metrics. `fix`
+    (rollout server): the trainer's old logps replace the sampled ones, TIS weights apply."""
+    st = run.stage
+    lp, mask = pad_masked(run.policy.logprobs(contexts, st.temperature),
+                          [t.loss_mask for t in batch])
+    old = sampled_logps(batch, lp.detach()) if fix is None else fix.old.to(lp)
+    w = None if fix is None or fix.weights is None else fix.weights.to(lp)
+    if st.kind == "gspo":
+        return gspo_loss(lp, old, adv, mask, st.eps_low, st.eps_high, is_weights=w)
+    return grpo_loss(lp, old, adv, mask, st.eps_low, st.eps_high, ref_logps=ref,
+                     kl_coef=st.kl_coef, token_level=st.token_level, is_weights=w)
 
 
 def _web_metrics(trajs: list[Trajectory], web: Any) -> dict[str, float]:
@@ -170,7 +245,8 @@ def _web_metrics(trajs: list[Trajectory], web: Any) -> dict[str, float]:
 def _global_sum(run: StageRun, units: float) -> float:
     if run.acc.num_processes == 1:
         return float(units)
-    return float(run.acc.reduce(torch.tensor([float(units)]), reduction="sum"))
+    return float(run.acc.reduce(torch.tensor([float(units)], device=run.acc.device),
+                                reduction="sum"))
 
 
 def _rollout_metrics(trajs: list[Trajectory], seconds: float) -> dict[str, float]:

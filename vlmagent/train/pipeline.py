@@ -26,7 +26,7 @@ from safetensors.torch import load_file, save_file
 from tqdm import tqdm
 
 from vlmagent.config import Config, resolve_stage, stage_config, to_dict
-from vlmagent.train.common import StageRun, make_accelerator, trainable_state
+from vlmagent.train.common import StageRun, full_weights, make_accelerator, trainable_state
 from vlmagent.train.evaluate import evaluate, probe
 
 DONE = "DONE"
@@ -124,9 +124,10 @@ def run(cfg: Config, policy: Any = None) -> dict[str, Any]:
         if reached:
             acc.print(f"[{st.name}] probe accuracy {metrics['probe_accuracy']:.3f} >= "
                       f"{st.until} at step {r.step} of {st.steps}: stage done")
-        with acc.main_process_first():  # rank 0 writes held-out samples, the others read them
-            results[st.name] = evaluate(cfg, policy, seen, st.eval_n, st,
-                                        out_dir=sdir if acc.is_main_process else None)
+        # each rank evaluates its share of the held-out batches (rank 0 writes the samples
+        # first, the others read them); the scores are gathered on every rank
+        results[st.name] = evaluate(cfg, policy, seen, st.eval_n, st,
+                                    out_dir=sdir if acc.is_main_process else None, acc=acc)
         for per_domain in results[st.name].values():
             per_domain["steps"] = r.step  # the steps this stage ran (fewer if it hit `until`)
         final.mkdir(parents=True, exist_ok=True)
@@ -148,7 +149,8 @@ def _probe_reached(cfg: Config, policy: Any, st: Any, acc: Any, metrics: dict[st
                    ) -> bool:
     """Probe the stage (into `metrics`): has it reached `until`? Every rank probes the same
     weights greedily, so every rank gets the same answer and stops at the same step."""
-    with acc.main_process_first():  # rank 0 writes the probe samples, the others read them
+    # rank 0 writes the probe samples, the others read them; FSDP: on whole (gathered) weights
+    with full_weights(policy), acc.main_process_first():
         metrics["probe_accuracy"] = probe(cfg, policy, st)
     return metrics["probe_accuracy"] >= st.until
 
@@ -171,10 +173,11 @@ def _load_weights(policy: Any, path: Path) -> None:
 
 
 def weights_digest(policy: Any) -> str:
-    """sha256 over the trainable parameters, in name order."""
+    """sha256 over the trainable parameters' raw bytes, in name order (as bytes, so bf16 and
+    other dtypes numpy lacks hash too)."""
     h = hashlib.sha256()
     for name, p in sorted(policy.model.named_parameters()):
         if p.requires_grad:
             h.update(name.encode())
-            h.update(p.detach().cpu().contiguous().numpy().tobytes())
+            h.update(p.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
     return h.hexdigest()

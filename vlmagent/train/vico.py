@@ -52,7 +52,7 @@ def _episodes(run: StageRun, cfg: Config, level: int, batch: list[Any]) -> list[
 def vico_step(run: StageRun, cfg: Config, data: Any) -> dict[str, float]:
     st, policy = run.stage, run.policy
     if run.reference is None:
-        run.reference = Reference(policy)
+        run.reference = Reference(policy, bool(st.reference_offload))
     with run.acc.main_process_first():
         batch = shard(train_samples(cfg, policy, st, run.step, st.batch_size), run.acc)
     rng = random.Random(step_seed(cfg.train.seed, st.name, run.step))
@@ -82,7 +82,8 @@ def vico_step(run: StageRun, cfg: Config, data: Any) -> dict[str, float]:
 def _ref_dists(ref: Reference, contexts: list[Any], masks: list[list[int]]
                ) -> list[torch.Tensor]:
     if ref.copy is not None:
-        return ref.copy.log_dists(contexts, masks)
+        with ref.visit():
+            return ref.copy.log_dists(contexts, masks)
     with ref.policy.model.disable_adapter():
         return ref.policy.log_dists(contexts, masks)
 

@@ -57,7 +57,7 @@ def test_two_ranks_under_accelerate_end_identical(tmp_path, tiny, launch, wrappe
     """Two CPU ranks (gloo) launched with the shipped configs/accelerate/{ddp,fsdp}.yaml:
     accelerate wraps the policy's forward in DDP (gradient sync in the last micro-batch's
     backward) or FSDP2 (fully_shard: weights, gradients and AdamW state sharded; on CPU via
-    common._cpu_fsdp). The ranks end identical and equal to one process, and the held-out
+    distributed._cpu_fsdp). The ranks end identical and equal to one process, and the held-out
     evaluation (FSDP: on the gathered weights), sharded by batch over the ranks, gives one
     process's numbers exactly."""
     path = cfg_file(tmp_path, tiny, steps=4, every=0, stages=SCALE_STAGE)

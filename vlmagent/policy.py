@@ -467,7 +467,7 @@ class TrainForward(torch.nn.Module):
 # ---------------------------------------------------------------- helpers
 def _gathered_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
     """The state dict's entries read from the modules as they are: under FSDP with the weights
-    gathered (train/common.gather_weights) these are the whole tensors, while
+    gathered (train/distributed.gather_weights) these are the whole tensors, while
     model.state_dict() would run FSDP's hook that puts the shards back."""
     sd = {}
     for mname, mod in model.named_modules(remove_duplicate=False):

@@ -190,6 +190,8 @@ def online_step(run: StageRun, cfg: Config, data: Any) -> dict[str, float]:
     for _ in range(st.epochs_per_batch):
         done = []
         for k, idx in enumerate(parts):
+            if k + 1 < len(parts):  # placement.vision=process: the next part encodes meanwhile
+                run.policy.prefetch([contexts[i] for i in parts[k + 1]])
             sub = [batch[i] for i in idx]
             loss, mk = _policy_loss(run, sub, [contexts[i] for i in idx], a[idx], refs[k],
                                     fixes[k])

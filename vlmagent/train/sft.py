@@ -33,6 +33,8 @@ def sft_step(run: StageRun, cfg: Config, data: list[Any] | None) -> dict[str, fl
     count = run.micro_count(len(parts))  # the same on every rank (padded with zero ones)
     loss_sum = 0.0
     for k, idx in enumerate(parts):
+        if k + 1 < len(parts):  # placement.vision=process: the next part encodes meanwhile
+            run.policy.prefetch([trajectory.context(mine[i]) for i in parts[k + 1]])
         sub = [mine[i] for i in idx]
         lp, mask = pad_masked(run.policy.logprobs([trajectory.context(t) for t in sub]),
                               [t.loss_mask for t in sub])

@@ -372,12 +372,16 @@ class RewardPool:
                 continue
             job = self._queue.popleft()
             w.job, w.started = job, time.monotonic()
-            msg = (str(job.path.resolve()), job.content_hash,
-                   str((self.artifacts_root / job.content_hash[:16]).resolve()), self.link_base)
-            try:
-                w.conn.send(msg)
-            except (BrokenPipeError, OSError):
-                pass  # it died: _settle sees that and gives the job its error
+            self._send(w, (str(job.path.resolve()), job.content_hash,
+                           str((self.artifacts_root / job.content_hash[:16]).resolve()),
+                           self.link_base))
+
+    def _send(self, w: Any, msg: tuple[Any, ...]) -> None:
+        """Hand a worker its job: SiteScorer.score's arguments (ray_backend overrides this)."""
+        try:
+            w.conn.send(msg)
+        except (BrokenPipeError, OSError):
+            pass  # it died: _settle sees that and gives the job its error
 
     def _spawn(self) -> _Worker:
         return _Worker(self._ctx, self._cfg_dict)

@@ -238,20 +238,9 @@ class RayRewardPool(RewardPool):
         return {w.job.keys[0]: w.pid for w in self._slots
                 if w is not None and w.job is not None and w.ready}
 
-    def _dispatch(self) -> None:
-        for i, w in enumerate(self._slots):
-            if not self._queue:
-                return
-            if w is None:
-                w = self._slots[i] = self._spawn()
-            if w.job is not None:
-                continue
-            job = self._queue.popleft()
-            w.job, w.started = job, time.monotonic()
-            # queued behind the actor's start-up when it is not up yet, as a pipe would hold it
-            w.job_ref = w.actor.score.remote(
-                str(job.path.resolve()), job.content_hash,
-                str((self.artifacts_root / job.content_hash[:16]).resolve()), self.link_base)
+    def _send(self, w: _RayWorker, msg: tuple[Any, ...]) -> None:  # type: ignore[override]
+        # queued behind the actor's start-up when it is not up yet, as a pipe would hold it
+        w.job_ref = w.actor.score.remote(*msg)
 
     def _step(self, timeout: float) -> None:
         """Hand out jobs, wait up to `timeout` for a start-up or a result, then settle every

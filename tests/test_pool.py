@@ -153,7 +153,7 @@ def test_a_worker_whose_browser_hangs_at_start_fails_its_job_at_the_limit(sites,
     hangs, pid = tmp_path / "hangs", tmp_path / "pid"
     hangs.write_text(f"#!/bin/sh\necho $$ > {pid}\nexec sleep 600\n")
     hangs.chmod(0o755)
-    with RewardPool(cfg(f"browser.executable={hangs}", "score.site_timeout_s=3"), 1,
+    with RewardPool(cfg(f"browser.executable={hangs}", "score.worker_start_s=3"), 1,
                     tmp_path / "art", tmp_path) as pool:
         pool.submit("g", sites["good"], site_hash(sites["good"]))
         t = time.monotonic()

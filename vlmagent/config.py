@@ -126,6 +126,8 @@ class RayConfig:
 class ScoreConfig:
     workers: int = 2
     site_timeout_s: float = 150.0  # hard wall per site; the worker is killed and replaced after it
+    worker_start_s: float = 120.0  # a worker (process or Ray actor) must be up, its Chromium
+    # launched, within this; its first job fails if not (start-up is not the site's time)
     slowest: int = 5  # how many of the slowest sites the summary lists
     backend: str = "local"  # local (worker processes here) | ray (Ray actors; score.ray)
     ray: RayConfig = field(default_factory=RayConfig)

@@ -165,3 +165,19 @@ def add_lora(model: torch.nn.Module, lora: LoraSettings) -> torch.nn.Module:
     cfg = LoraConfig(r=lora.rank, lora_alpha=lora.alpha, lora_dropout=lora.dropout,
                      target_modules=pattern, bias="none")
     return get_peft_model(model, cfg)
+
+
+def gathered_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """The state dict's entries read from the modules as they are: under FSDP with the weights
+    gathered (train/distributed.gather_weights) these are the whole tensors, while
+    model.state_dict() would run FSDP's hook that puts the shards back."""
+    sd = {}
+    for mname, mod in model.named_modules(remove_duplicate=False):
+        pre = f"{mname}." if mname else ""
+        for n, p in mod._parameters.items():
+            if p is not None:
+                sd[pre + n] = p.detach()
+        for n, b in mod._buffers.items():
+            if b is not None and n not in mod._non_persistent_buffers_set:
+                sd[pre + n] = b
+    return sd

@@ -30,6 +30,7 @@ from vlmagent.modelio import (
     add_lora,
     chunked_logps,
     dedupe_images,
+    gathered_state,
     is_peft,
     merged_state_dict,
     pad_left,
@@ -442,45 +443,14 @@ class Policy:
         elif is_peft(self.model):
             self.core.save_pretrained(str(out), state_dict=merged_state_dict(self.core))
         elif self.fsdp_gathered is not None:  # FSDP: state_dict() would reshard; the gathered
-            self.model.save_pretrained(str(out), state_dict=_gathered_state(self.model))
+            self.model.save_pretrained(str(out), state_dict=gathered_state(self.model))
         else:
             self.model.save_pretrained(str(out))
         self.processor.save_pretrained(str(out))
         return out
 
 
-class TrainForward(torch.nn.Module):
-    """The policy's forward with grad as one module call: what accelerate wraps (DDP, FSDP), so
-    every use of the weights (vision tower, language model, LM head) happens inside the
-    wrapper's forward, where its hooks sync gradients or gather shards. Policy keeps the
-    unwrapped model for generation, saving and checkpoint names."""
-
-    def __init__(self, policy: Policy) -> None:
-        super().__init__()
-        self.model = policy.model  # registered: the wrapper sees these parameters
-        self.policy = [policy]  # in a list: not a submodule
-
-    def forward(self, method: str, *args: Any) -> list[torch.Tensor]:
-        return getattr(self.policy[0], method)(*args)
-
-
 # ---------------------------------------------------------------- helpers
-def _gathered_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
-    """The state dict's entries read from the modules as they are: under FSDP with the weights
-    gathered (train/distributed.gather_weights) these are the whole tensors, while
-    model.state_dict() would run FSDP's hook that puts the shards back."""
-    sd = {}
-    for mname, mod in model.named_modules(remove_duplicate=False):
-        pre = f"{mname}." if mname else ""
-        for n, p in mod._parameters.items():
-            if p is not None:
-                sd[pre + n] = p.detach()
-        for n, b in mod._buffers.items():
-            if b is not None and n not in mod._non_persistent_buffers_set:
-                sd[pre + n] = b
-    return sd
-
-
 def _is_image(item: Any) -> bool:
     return isinstance(item, dict) and (item.get("type") == "image" or "image" in item
                                       or "image_url" in item)

@@ -170,6 +170,7 @@ class RewardPool:
         self.cfg = cfg
         self._closed = False
         self.limit = float(cfg.score.site_timeout_s)
+        self.start_limit = float(cfg.score.worker_start_s)
         self.artifacts_root = Path(artifacts_root)
         self.link_base = None if link_base is None else str(Path(link_base).resolve())
         self.digest = config_digest(cfg)
@@ -330,8 +331,8 @@ class RewardPool:
             error = f"worker died (exit code {w.proc.exitcode})"
         elif w.ready and w.job is not None and now - w.started > self.limit:
             error = f"timed out after {self.limit:.0f} s; worker and browser killed"
-        elif not w.ready and now - w.spawned > self.limit:
-            error = f"worker did not start within {self.limit:.0f} s"
+        elif not w.ready and now - w.spawned > self.start_limit:
+            error = f"worker did not start within {self.start_limit:.0f} s"
         else:
             return
         job, elapsed = w.job, now - w.started
@@ -388,7 +389,8 @@ class RewardPool:
 
     def _next_deadline(self) -> float:
         """The soonest moment a worker may need killing; messages and deaths wake us anyway."""
-        ends = [(w.started if w.ready else w.spawned) + self.limit for w in self._slots
+        ends = [w.started + self.limit if w.ready else w.spawned + self.start_limit
+                for w in self._slots
                 if w is not None and (w.job is not None or not w.ready)]
         return min(ends, default=time.monotonic() + 1.0) + 0.01
 

@@ -274,8 +274,8 @@ class RayRewardPool(RewardPool):
                     error = _died(e)
                 except RayTaskError as e:
                     error = _failed(e)
-            elif now - w.spawned > self.limit:
-                error = f"worker did not start within {self.limit:.0f} s"
+            elif now - w.spawned > self.start_limit:
+                error = f"worker did not start within {self.start_limit:.0f} s"
             else:
                 return
         elif w.job is not None:

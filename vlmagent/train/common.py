@@ -134,7 +134,7 @@ class StageRun:
         """accelerate wraps the policy's forward (DDP, FSDP, DeepSpeed as its config says) and
         the optimiser; the policy routes its forward with grad through the wrapper. We step
         the inner optimiser ourselves (the schedule and checkpoints hold that one)."""
-        from vlmagent.policy import TrainForward
+        from vlmagent.train.distributed import TrainForward
 
         if self.acc.distributed_type == DistributedType.DEEPSPEED:
             # a DeepSpeed engine steps the optimiser inside its backward (once per backward,

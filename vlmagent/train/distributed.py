@@ -113,3 +113,16 @@ def _distributed(acc: Accelerator) -> bool:
             or acc.mixed_precision != "no")
 
 
+class TrainForward(torch.nn.Module):
+    """The policy's forward with grad as one module call: what accelerate wraps (DDP, FSDP), so
+    every use of the weights (vision tower, language model, LM head) happens inside the
+    wrapper's forward, where its hooks sync gradients or gather shards. Policy keeps the
+    unwrapped model for generation, saving and checkpoint names."""
+
+    def __init__(self, policy: Any) -> None:
+        super().__init__()
+        self.model = policy.model  # registered: the wrapper sees these parameters
+        self.policy = [policy]  # in a list: not a submodule
+
+    def forward(self, method: str, *args: Any) -> list[torch.Tensor]:
+        return getattr(self.policy[0], method)(*args)

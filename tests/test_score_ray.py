@@ -18,7 +18,8 @@ from vlmagent.web.sitegen import write_hostile_sites
 
 REPO = Path(__file__).resolve().parents[1]
 SITES = ["broken_script", "plain_faq", "studio", "studio_overlap"]  # quick ones
-LIMIT = 10  # score.site_timeout_s: far below the browser budgets, so the hanging site meets it
+LIMIT = 30  # score.site_timeout_s: below the browser budgets (60 s), so the hanging site meets it,
+# and wide enough for a normal site while Ray's own processes share 2 loaded cores
 CFG = ["browser.max_pages=3", "browser.max_clicks_per_page=3", "browser.nav_timeout_s=30",
        "browser.page_budget_s=60", "browser.site_budget_s=60", "reward.timeouts_s.execution=60",
        f"score.site_timeout_s={LIMIT}"]

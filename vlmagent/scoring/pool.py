@@ -337,15 +337,22 @@ class RewardPool:
             return
         job, elapsed = w.job, now - w.started
         w.job = None
-        if error:
+        self._conclude(i, w, job, result, error, elapsed)
+
+    def _conclude(self, i: int, w: Any, job: _Job | None, result: dict[str, Any] | None,
+                  error: str | None, elapsed: float, restart: bool = True) -> None:
+        """A worker's job ended (or the worker failed idle): on an error that takes the worker
+        (`restart`), kill and replace it; log the error; record the job's outcome."""
+        if error and restart:
             w.kill()
             self._stats.worker_restarts += 1
             # a worker that was up is replaced now (warm for the next job); one that never came
             # up is replaced when a job needs it
             self._slots[i] = self._spawn() if w.ready else None
-            if job is None:
-                log.warning("idle worker: %s", error)
-                return
+        if error and job is None:
+            log.warning("idle worker: %s", error)
+            return
+        if error:
             log.warning("%s: %s", job.keys[0], error)
         assert job is not None
         self._finish(job, result, error, elapsed)

@@ -294,20 +294,7 @@ class RayRewardPool(RewardPool):
             return  # idle and up: a death shows on its next job
         job, elapsed = w.job, now - w.started
         w.job, w.job_ref = None, None
-        if error and restart:
-            w.kill()
-            self._stats.worker_restarts += 1
-            # an actor that was up is replaced now (warm for the next job); one that never came
-            # up is replaced when a job needs it
-            self._slots[i] = self._spawn() if w.ready else None
-            if job is None:
-                log.warning("idle worker: %s", error)
-                return
-            log.warning("%s: %s", job.keys[0], error)
-        elif error:
-            log.warning("%s: %s", job.keys[0], error)
-        assert job is not None
-        self._finish(job, result, error, elapsed)
+        self._conclude(i, w, job, result, error, elapsed, restart)
 
     def close(self) -> None:
         """Stop the actors: idle ones close their browser first, busy or starting ones are

@@ -1,15 +1,18 @@
-"""Torch helpers for policy.py: image dedupe, padding, sampling, LoRA (peft) wrapping and
-merged LoRA weights.
+"""Torch helpers for policy.py: image dedupe, padding, the image token check, sampling, LoRA
+(peft) wrapping, merged LoRA weights, and loading and saving the model.
 
-No transformers import here; peft is imported only inside `add_lora`, when adapters are made.
+No transformers or peft import at module level: they are imported inside `load_model` and
+`add_lora`, when a model is loaded or adapters are made.
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch.utils.checkpoint import checkpoint
 
+from vlmagent.errors import UsageError
 from vlmagent.images import image_key
 
 if TYPE_CHECKING:
@@ -181,3 +184,98 @@ def gathered_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
             if b is not None and n not in mod._non_persistent_buffers_set:
                 sd[pre + n] = b
     return sd
+
+
+# ---------------------------------------------------------------- image token invariants
+class ImageTokenError(ValueError):
+    """Image pad tokens disagree with the images (count, split or truncated run)."""
+
+
+def check_image_tokens(input_ids: torch.Tensor, image_grid_thw: torch.Tensor | None,
+                       sample_ids: list[str], n_images_per_sample: list[int], *, merge_size: int,
+                       image_token_id: int, video_token_id: int, vision_start_id: int,
+                       vision_end_id: int) -> None:
+    """Policy.check_invariants, with the model's spatial merge size and special token ids."""
+    merge2 = merge_size ** 2
+    counts = [] if image_grid_thw is None else (image_grid_thw.prod(-1) // merge2).tolist()
+    if sum(n_images_per_sample) != len(counts):
+        raise ImageTokenError(f"samples {list(sample_ids)} hold {sum(n_images_per_sample)} "
+                              f"images but image_grid_thw has {len(counts)} rows")
+    offset = 0
+    for b, (sid, n) in enumerate(zip(sample_ids, n_images_per_sample)):
+        want = counts[offset:offset + n]
+        offset += n
+        ids = input_ids[b]
+        runs = pad_runs(ids, image_token_id)
+        have = sum(length for _, length in runs)
+        if have != sum(want):
+            raise ImageTokenError(
+                f"sample {sid}: {have} image pad tokens but image_grid_thw implies "
+                f"{sum(want)} for {n} image(s) (per image {want})")
+        if [length for _, length in runs] != want:
+            raise ImageTokenError(
+                f"sample {sid}: image pad runs {[length for _, length in runs]} do not match "
+                f"the {n} image(s) ({want} tokens each): an image was split or truncated")
+        for k, (start, length) in enumerate(runs):
+            end = start + length
+            if (start == 0 or ids[start - 1] != vision_start_id or end >= len(ids)
+                    or ids[end] != vision_end_id):
+                raise ImageTokenError(f"sample {sid}: image {k} ({length} pad tokens) is not "
+                                      "enclosed by <|vision_start|> ... <|vision_end|>")
+        if bool((ids == video_token_id).any()):
+            raise ImageTokenError(f"sample {sid}: video pad tokens are not supported")
+
+
+# ---------------------------------------------------------------- loading and saving
+def load_model(path: str | Path, dtype: str, device: str, lora: LoraSettings | None,
+               adapter: str | None, gradient_checkpointing: bool) -> tuple[torch.nn.Module, Any]:
+    """(model, processor) for Policy.from_pretrained, which documents the arguments."""
+    from transformers import AutoModelForImageTextToText, AutoProcessor
+
+    try:
+        model = AutoModelForImageTextToText.from_pretrained(str(path), dtype=torch_dtype(dtype))
+    except OSError as e:
+        if Path(path).exists():
+            raise
+        # not a folder, and the hub (or its cache, offline) has no such model: say which path
+        # and how to get one, instead of transformers' traceback about the hub connection
+        raise UsageError(
+            f"no model at {str(path)!r}: no such folder, and no hub model of that name could "
+            f"be loaded ({str(e).splitlines()[0]}). Build a tiny offline model with "
+            f"`vlmagent tiny --out {path}`, or set policy.path to a model folder or hub id"
+        ) from None
+    model.to(resolve_device(device))
+    processor = AutoProcessor.from_pretrained(str(path))
+    if adapter:
+        from peft import PeftModel
+
+        model = PeftModel.from_pretrained(model, adapter, is_trainable=lora is not None)
+    elif lora is not None:
+        model = add_lora(model, lora)
+    if lora is not None and not lora.train_vision:
+        for p in unwrap(model).model.visual.parameters():
+            p.requires_grad_(False)
+    if gradient_checkpointing:
+        unwrap(model).gradient_checkpointing_enable(
+            gradient_checkpointing_kwargs={"use_reentrant": False})
+        # transformers checkpoints only in training mode; Qwen-VL has no dropout, so the
+        # numbers are those of eval mode (generate() switches to eval and back anyway)
+        model.train()
+    return model, processor
+
+
+def save_model(model: torch.nn.Module, processor: Any, out_dir: str | Path, merged: bool,
+               gathered: bool) -> Path:
+    """Policy.save_pretrained's files; `gathered`: FSDP weights are gathered whole just now."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    if is_peft(model) and not merged:
+        model.save_pretrained(str(out), safe_serialization=True)
+    elif is_peft(model):
+        unwrap(model).save_pretrained(str(out), state_dict=merged_state_dict(unwrap(model)))
+    elif gathered:  # FSDP: state_dict() would reshard; the gathered tensors are read as they are
+        model.save_pretrained(str(out), state_dict=gathered_state(model))
+    else:
+        model.save_pretrained(str(out))
+    processor.save_pretrained(str(out))
+    return out

@@ -24,29 +24,21 @@ import torch
 from PIL import Image
 
 from vlmagent.config import LoraSettings, PolicyConfig
-from vlmagent.errors import UsageError
 from vlmagent.images import Budget, Size
+from vlmagent.modelio import ImageTokenError as ImageTokenError  # re-exported: callers catch it
 from vlmagent.modelio import (
-    add_lora,
+    check_image_tokens,
     chunked_logps,
     dedupe_images,
-    gathered_state,
-    is_peft,
-    merged_state_dict,
+    load_model,
     pad_left,
-    pad_runs,
-    resolve_device,
     sample_next,
-    torch_dtype,
+    save_model,
     unwrap,
 )
 
 # The model types Policy loads (config.model_type); tiny.py builds a subset of them.
 FAMILIES = ("qwen2_vl", "qwen2_5_vl", "qwen3_vl", "qwen3_vl_moe")
-
-
-class ImageTokenError(ValueError):
-    """Image pad tokens disagree with the images (count, split or truncated run)."""
 
 
 @dataclass
@@ -114,38 +106,7 @@ class Policy:
         """Load through AutoModelForImageTextToText/AutoProcessor. `lora` adds fresh trainable
         adapters, or makes a loaded `adapter` trainable; `adapter` alone loads it frozen.
         `gradient_checkpointing` recomputes each decoder layer in backward (non-reentrant)."""
-        from transformers import AutoModelForImageTextToText, AutoProcessor
-
-        try:
-            model = AutoModelForImageTextToText.from_pretrained(str(path), dtype=torch_dtype(dtype))
-        except OSError as e:
-            if Path(path).exists():
-                raise
-            # not a folder, and the hub (or its cache, offline) has no such model: say which path
-            # and how to get one, instead of transformers' traceback about the hub connection
-            raise UsageError(
-                f"no model at {str(path)!r}: no such folder, and no hub model of that name could "
-                f"be loaded ({str(e).splitlines()[0]}). Build a tiny offline model with "
-                f"`vlmagent tiny --out {path}`, or set policy.path to a model folder or hub id"
-            ) from None
-        model.to(resolve_device(device))
-        processor = AutoProcessor.from_pretrained(str(path))
-        if adapter:
-            from peft import PeftModel
-
-            model = PeftModel.from_pretrained(model, adapter, is_trainable=lora is not None)
-        elif lora is not None:
-            model = add_lora(model, lora)
-        if lora is not None and not lora.train_vision:
-            for p in unwrap(model).model.visual.parameters():
-                p.requires_grad_(False)
-        if gradient_checkpointing:
-            unwrap(model).gradient_checkpointing_enable(
-                gradient_checkpointing_kwargs={"use_reentrant": False})
-            # transformers checkpoints only in training mode; Qwen-VL has no dropout, so the
-            # numbers are those of eval mode (generate() switches to eval and back anyway)
-            model.train()
-        return cls(model, processor)
+        return cls(*load_model(path, dtype, device, lora, adapter, gradient_checkpointing))
 
     @classmethod
     def from_config(cls, cfg: PolicyConfig) -> Policy:
@@ -256,34 +217,10 @@ class Policy:
                          sample_ids: list[str], n_images_per_sample: list[int]) -> None:
         """Per sample: image pad tokens == sum of grid products / merge^2, one complete run
         per image between <|vision_start|> and <|vision_end|>. Raises ImageTokenError."""
-        merge2 = self.merge_size ** 2
-        counts = [] if image_grid_thw is None else (image_grid_thw.prod(-1) // merge2).tolist()
-        if sum(n_images_per_sample) != len(counts):
-            raise ImageTokenError(f"samples {list(sample_ids)} hold {sum(n_images_per_sample)} "
-                                  f"images but image_grid_thw has {len(counts)} rows")
-        offset = 0
-        for b, (sid, n) in enumerate(zip(sample_ids, n_images_per_sample)):
-            want = counts[offset:offset + n]
-            offset += n
-            ids = input_ids[b]
-            runs = pad_runs(ids, self.image_token_id)
-            have = sum(length for _, length in runs)
-            if have != sum(want):
-                raise ImageTokenError(
-                    f"sample {sid}: {have} image pad tokens but image_grid_thw implies "
-                    f"{sum(want)} for {n} image(s) (per image {want})")
-            if [length for _, length in runs] != want:
-                raise ImageTokenError(
-                    f"sample {sid}: image pad runs {[length for _, length in runs]} do not match "
-                    f"the {n} image(s) ({want} tokens each): an image was split or truncated")
-            for k, (start, length) in enumerate(runs):
-                end = start + length
-                if (start == 0 or ids[start - 1] != self.vision_start_id or end >= len(ids)
-                        or ids[end] != self.vision_end_id):
-                    raise ImageTokenError(f"sample {sid}: image {k} ({length} pad tokens) is not "
-                                          "enclosed by <|vision_start|> ... <|vision_end|>")
-            if bool((ids == self.video_token_id).any()):
-                raise ImageTokenError(f"sample {sid}: video pad tokens are not supported")
+        check_image_tokens(input_ids, image_grid_thw, sample_ids, n_images_per_sample,
+                           merge_size=self.merge_size, image_token_id=self.image_token_id,
+                           video_token_id=self.video_token_id,
+                           vision_start_id=self.vision_start_id, vision_end_id=self.vision_end_id)
 
     # ------------------------------------------------------------ forward
     def _batch(self, contexts: list[Context]) -> dict[str, Any]:
@@ -436,18 +373,8 @@ class Policy:
         """LoRA policies: adapters only (adapter_model.safetensors + adapter_config.json), or
         `merged=True` full weights with the adapters folded in. Plain policies: full weights.
         The processor is saved alongside either way."""
-        out = Path(out_dir)
-        out.mkdir(parents=True, exist_ok=True)
-        if is_peft(self.model) and not merged:
-            self.model.save_pretrained(str(out), safe_serialization=True)
-        elif is_peft(self.model):
-            self.core.save_pretrained(str(out), state_dict=merged_state_dict(self.core))
-        elif self.fsdp_gathered is not None:  # FSDP: state_dict() would reshard; the gathered
-            self.model.save_pretrained(str(out), state_dict=gathered_state(self.model))
-        else:
-            self.model.save_pretrained(str(out))
-        self.processor.save_pretrained(str(out))
-        return out
+        return save_model(self.model, self.processor, out_dir, merged,
+                          gathered=self.fsdp_gathered is not None)
 
 
 # ---------------------------------------------------------------- helpers

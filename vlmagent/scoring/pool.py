@@ -33,10 +33,12 @@ from multiprocessing.connection import wait as mp_wait
 from pathlib import Path
 from typing import Any
 
-from vlmagent.config import Config, from_dict, to_dict
+from vlmagent.config import Config, to_dict
+
+# SiteScorer is re-exported: ray_backend.py builds its actors on it from here
+from vlmagent.scoring.worker import READY, SiteScorer, _worker_main  # noqa: F401
 
 log = logging.getLogger("vlmagent.score")
-READY = "ready"  # a worker's first message: its browser and cascade are up
 
 
 def config_digest(cfg: Config) -> str:
@@ -74,62 +76,6 @@ class PoolStats:
     @property
     def scored_per_s(self) -> float:
         return self.scored / self.busy_s if self.busy_s > 0 else 0.0
-
-
-# ---------------------------------------------------------------- worker side
-class SiteScorer:
-    """What every scoring worker holds (a local process here, a Ray actor in ray_backend.py):
-    one Browser, started before the first site, and the cascade over it."""
-
-    def __init__(self, cfg_dict: dict[str, Any], where: str = "<worker>"):
-        from vlmagent.rewards import NEEDS_BROWSER, build_cascade
-        from vlmagent.web.browser import Browser
-
-        cfg = from_dict(Config, cfg_dict, where)
-        self.browser = Browser(cfg.browser)
-        self.cascade = build_cascade(cfg, self.browser)
-        if NEEDS_BROWSER & set(cfg.reward.stages):
-            try:  # launch Chromium now, not in the first site's time (it launches lazily)
-                self.browser._ensure()
-            except Exception:  # BrowserError: the first site tries again and reports it
-                pass
-
-    def score(self, path: str, chash: str, artifacts: str,
-              link_base: str | None) -> dict[str, Any]:
-        from vlmagent.rewards import SiteContext
-
-        site = SiteContext(Path(path), chash, Path(artifacts),
-                           None if link_base is None else Path(link_base))
-        return self.cascade(site).to_dict()
-
-    def close(self) -> None:
-        self.browser.close()
-
-
-def _worker_main(conn: Any, cfg_dict: dict[str, Any]) -> None:
-    # Own process group: the parent kills us with Playwright's driver; Chromium (in a session of
-    # its own) exits when its pipe to the driver closes.
-    os.setsid()
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
-    scorer = SiteScorer(cfg_dict)
-    try:
-        try:
-            conn.send(READY)
-        except (BrokenPipeError, OSError):
-            return
-        while True:
-            try:
-                msg = conn.recv()
-            except (EOFError, OSError):
-                return
-            if msg is None:
-                return
-            try:
-                conn.send(scorer.score(*msg))
-            except (BrokenPipeError, OSError):
-                return
-    finally:
-        scorer.close()
 
 
 @dataclass

@@ -8,7 +8,7 @@ everything else is the pool's own: the queue, content-hash dedupe, the result ca
 the stats, submit / poll / wait. So the runner (results.jsonl, resume, report) and WebReward use it
 unchanged, and a site gets the same result line from either backend.
 
-Each actor does what a local worker does (pool.py `_worker_main`): it opens one Browser and builds
+Each actor does what a local worker does (worker.py `_worker_main`): it opens one Browser and builds
 one Cascade from the config, launches Chromium before its first site, then scores sites one at a
 time with `cascade(SiteContext(...)).to_dict()`. Browser start-up is paid once per actor.
 
@@ -148,7 +148,7 @@ def release() -> None:
 
 # ---------------------------------------------------------------- the actor
 class ScoringWorker(SiteScorer):
-    """One scoring worker: pool.py's SiteScorer (a Browser and the cascade), made a Ray actor
+    """One scoring worker: worker.py's SiteScorer (a Browser and the cascade), made a Ray actor
     by RayRewardPool; a plain class, so the module imports without Ray."""
 
     def __init__(self, cfg_dict: dict[str, Any], driver_host: str):

@@ -80,6 +80,51 @@ def test_samples_come_from_the_devkit_with_labels_rule_and_scene_splits(root, tm
         _samples(root, tmp_path, 1, 0, kinds=("side",))
 
 
+def test_cue_only_frames_are_those_text_mode_cannot_tell_apart(tmp_path):
+    """Decoy twins (red / green light, crossing / staying pedestrian) before the ego reacts:
+    the prompt's speed is the first frame's (nothing gives the twin away), yet the labels
+    differ by twin; after the reaction the frames are no longer cue-only."""
+    root = tmp_path / "twins"
+    make_dataset(root, scenes=4, seed=3, size=(160, 90), seconds=12.0,
+                 scenarios=["red_light_far", "green_light_far"])
+    rows = driving._labelled(str(root.resolve()), VERSION, "{}")
+    first = {}
+    for r in rows:
+        first.setdefault(r["scene"], r["ego_speed"])
+    only = [r for r in rows if r["cue_only"]]
+    assert {r["scenario"] for r in only} == {"red_light_far", "green_light_far"}
+    assert 0 < len(only) < len(rows)
+    for r in only:
+        assert abs(r["ego_speed"] - first[r["scene"]]) < 0.2, r  # not braking yet
+    later = [a for r in only if r["scenario"] == "red_light_far" for a in r["meta_actions"][1:]]
+    assert any(speed in ("Decelerate", "Stop") for speed, _ in later)
+    assert all(a[0] == "Keep Speed" for r in only if r["scenario"] == "green_light_far"
+               for a in r["meta_actions"])
+    # once the red twin brakes, its frames are ordinary tool frames
+    assert any(not r["cue_only"] and r["ego_speed"] < first[r["scene"]] - 1.0 for r in rows)
+    picked = driving.make_samples(len(only), 0, tmp_path / "data", dataroot=str(root),
+                                  version=VERSION, frames="cue_only")
+    train_only = [r for r in only if not r["heldout"]]
+    assert {s.meta["drive"]["sample_token"] for s in picked} == {
+        r["sample_token"] for r in train_only}
+    acc = [1.0 if s.meta["scenario"] == "green_light_far" else 0.0 for s in picked]
+    m = driving.eval_metrics(picked, acc)
+    assert m["n_cue_only"] == len(picked) and m["accuracy/cue_only"] == sum(acc) / len(acc)
+    # training draws can over-sample them; held-out draws stay as they are
+    kw = dict(dataroot=str(root), version=VERSION)
+    mixed = driving.make_samples(200, 0, tmp_path / "data", cue_only_share=0.5, **kw)
+    plain = driving.make_samples(200, 0, tmp_path / "data", **kw)
+    share = lambda ss: sum(s.meta["cue_only"] for s in ss) / len(ss)  # noqa: E731
+    # half the draws are cue-only ones, the other half keep the plain share
+    assert abs(share(mixed) - (0.5 + 0.5 * share(plain))) < 0.1 and share(plain) < 0.95
+    held = driving.HELDOUT_FROM + 1
+    assert driving.make_samples(20, held, tmp_path / "data", cue_only_share=0.5, **kw) == \
+        driving.make_samples(20, held, tmp_path / "data", **kw)
+    with pytest.raises(ValueError, match="domain.options.frames: 'late'"):
+        driving.make_samples(1, 0, tmp_path, dataroot=str(root), version=VERSION,
+                             frames="late")
+
+
 def test_answer_is_the_drive_agent_r1_edit_similarity_reward():
     from vlmagent.types import Sample
 

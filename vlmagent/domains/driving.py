@@ -15,6 +15,12 @@ EVAL_SEED and probe seeds are above it).
 Kinds say where the decisive cue is, from the generator's `scene.description` ("cue: ..."):
 `front` (visible in the front camera at the model's resolution) or `tool` (a small region that
 needs zooming, another camera, an earlier frame). Real scenes carry no cue and count as front.
+Most `tool` frames can still be answered without the tool: once the ego brakes, its speed says
+why. The generator marks scenarios that have a decoy twin (a red light / the same geometry with
+a green one; a pedestrian who crosses / one who stays on the sidewalk) with the time the ego
+reacts ("hidden until: 3.20 s"); frames before it are `cue_only`: speed and front image are the
+same for both twins, so text mode can only guess. `accuracy/cue_only` reports them, and
+domain.options.frames=cue_only evaluates on them alone (scripts/drive_modes.py --frames).
 """
 from __future__ import annotations
 
@@ -42,8 +48,9 @@ from vlmagent.tools.image import to_seen
 from vlmagent.types import Sample, ToolCall
 
 DOMAIN = "driving"
-VERSION = 1  # bump when the same arguments would draw different samples (the sample cache key)
+VERSION = 2  # bump when the same arguments would draw different samples (the sample cache key)
 KINDS = ("front", "tool")
+FRAMES = ("all", "cue_only")
 ANSWER_TAG = "meta actions"
 HELDOUT_FROM = 1_000_000  # seeds from here on draw held-out scenes
 HELDOUT_SHARE = 0.2  # of the scenes of a version without a published split
@@ -70,9 +77,16 @@ def make_samples(n: int, seed: int, out_dir: str | Path, kinds: Sequence[str] = 
                  size: tuple[int, int] | None = None,
                  seen_size: Callable[[int, int], tuple[int, int]] | None = None,
                  dataroot: str | None = None, version: str = "v1.0-mini",
-                 rule: dict[str, Any] | None = None) -> list[Sample]:
+                 rule: dict[str, Any] | None = None, frames: str = "all",
+                 cue_only_share: float = 0.0) -> list[Sample]:
     """n labelled key frames of the split `seed` selects, drawn without repeats while the split
-    lasts. `rule`: label thresholds overriding the defaults (domain.options.rule)."""
+    lasts. `rule`: label thresholds overriding the defaults (domain.options.rule). `frames`
+    (domain.options.frames): "all", or "cue_only": only frames of scenarios with a decoy twin
+    before the ego reacts, where only a tool shows which twin it is (generated data).
+    `cue_only_share` (training draws only): that share of the samples are cue-only frames,
+    drawn from their own shuffled pool (they are ~8% of the frames otherwise)."""
+    if frames not in FRAMES:
+        raise ValueError(f"domain.options.frames: {frames!r} (valid: {', '.join(FRAMES)})")
     if not dataroot:
         raise ValueError("driving needs domain.dataroot: a nuScenes folder (make one with "
                          "`vlmagent drive make-data --out DIR --scenes N`)")
@@ -83,17 +97,30 @@ def make_samples(n: int, seed: int, out_dir: str | Path, kinds: Sequence[str] = 
     rows = _labelled(str(Path(dataroot).resolve()), version,
                      json.dumps(rule or {}, sort_keys=True))
     held = seed >= HELDOUT_FROM
-    pool = [r for r in rows if r["heldout"] == held and r["kind"] in kinds]
+    pool = [r for r in rows if r["heldout"] == held and r["kind"] in kinds
+            and (frames == "all" or r["cue_only"])]
     if not pool:
         raise ValueError(f"no {'held-out' if held else 'training'} driving samples of kinds "
                          f"{list(kinds)} in {dataroot} ({version}): {len(rows)} labelled key "
                          "frames in all")
     rng = np.random.default_rng(seed)
-    order: list[dict[str, Any]] = []
-    while len(order) < n:  # a full shuffle per pass: repeats only once the split is used up
-        order += [pool[i] for i in rng.permutation(len(pool))]
+    order = _shuffled(pool, n, rng)
+    if cue_only_share > 0 and not held:
+        only = [r for r in pool if r["cue_only"]]
+        if only:
+            extra = iter(_shuffled(only, n, rng))
+            order = [next(extra) if u < cue_only_share else r
+                     for r, u in zip(order, rng.random(n))]
     Path(out_dir).mkdir(parents=True, exist_ok=True)
     return [_sample(r) for r in order[:n]]
+
+
+def _shuffled(pool: list[dict[str, Any]], n: int, rng: np.random.Generator) -> list[dict]:
+    """n rows, a full shuffle per pass: repeats only once the pool is used up."""
+    order: list[dict[str, Any]] = []
+    while len(order) < n:
+        order += [pool[i] for i in rng.permutation(len(pool))]
+    return order[:n]
 
 
 @functools.cache
@@ -108,6 +135,11 @@ def _labelled(dataroot: str, version: str, rule_json: str) -> list[dict[str, Any
         scene = scenes[lab["scene"]]
         cue = _cue(scene.get("description", ""))
         sample = nusc.get("sample", lab["sample_token"])
+        t0 = nusc.get("sample", scene["first_sample_token"])["timestamp"]
+        hidden = _hidden_until(scene.get("description", ""))
+        # the prompt's speed spans the next key frame (labels.ego_speed): it must end in time
+        t_end = nusc.get("sample", sample["next"])["timestamp"] if sample["next"] else \
+            sample["timestamp"]
         cam = nusc.get("sample_data", sample["data"]["CAM_FRONT"])
         out.append({**lab, "dataroot": dataroot, "version": version,
                     "image": nusc.get_sample_data_path(cam["token"]),
@@ -115,6 +147,9 @@ def _labelled(dataroot: str, version: str, rule_json: str) -> list[dict[str, Any
                     "heldout": scene["name"] in held, "cue": cue,
                     "scenario": _scenario(scene.get("description", "")),
                     "kind": "front" if cue in (None, "CAM_FRONT") else "tool",
+                    # the ego has not reacted yet: speed and front image are its decoy twin's
+                    "cue_only": hidden is not None and cue not in (None, "CAM_FRONT")
+                    and (t_end - t0) / 1e6 <= hidden,
                     "cue_box": _cue_box(nusc, cam["token"]) if cue == "CAM_FRONT zoom" else None})
     return out
 
@@ -131,6 +166,11 @@ def _heldout_scenes(nusc: Any, version: str) -> set[str]:
 def _cue(description: str) -> str | None:
     m = re.search(r"cue:\s*([^;]+)", description)
     return m.group(1).strip() if m else None
+
+
+def _hidden_until(description: str) -> float | None:
+    m = re.search(r"hidden until:\s*([0-9.]+)\s*s", description)
+    return float(m.group(1)) if m else None
 
 
 def _scenario(description: str) -> str:
@@ -151,6 +191,7 @@ def _sample(r: dict[str, Any]) -> Sample:
     meta = {"drive": {"dataroot": r["dataroot"], "version": r["version"],
                       "sample_token": r["sample_token"]},
             "kind": r["kind"], "scenario": r["scenario"], "cue": r["cue"], "scene": r["scene"],
+            "cue_only": r["cue_only"],
             "nav_command": r["nav_command"], "ego_speed": speed, "rule": r["rule"],
             "size": r["size"], "padded": r.get("padded", False)}
     if r["cue_box"] is not None:
@@ -193,6 +234,10 @@ def eval_metrics(samples: Sequence[Sample], accuracy: Sequence[float],
         out.update({f"accuracy/{k}": sum(v) / len(v) for k, v in sorted(by.items())}
                    if group == "kind" else
                    {f"scenario/{k}": sum(v) / len(v) for k, v in sorted(by.items())})
+    cue_only = [a for s, a in zip(samples, accuracy, strict=True) if s.meta.get("cue_only")]
+    if cue_only:  # the frames where only a tool can tell (few: report how many)
+        out["accuracy/cue_only"] = sum(cue_only) / len(cue_only)
+        out["n_cue_only"] = float(len(cue_only))
     return out
 
 

@@ -146,7 +146,12 @@ class Scenario:
 
     @property
     def description(self) -> str:
-        return f"synthetic: {self.name}; cue: {self.cue}"
+        """What the domain reads back: the scenario, where its cue is and, for scenarios with
+        a decoy twin, until when (s from the first key frame) only the cue tells them apart."""
+        out = f"synthetic: {self.name}; cue: {self.cue}"
+        if "hidden_until" in self.params:
+            out += f"; hidden until: {self.params['hidden_until']:.2f} s"
+        return out
 
 
 def _t(n_key: int) -> np.ndarray:

@@ -117,9 +117,11 @@ def _traffic_light(rng, n_key, red: bool):
     blocks = [Block(float(px), float(py), float(yaw), 0.22, 0.22, 0.0, z_over + 1.35, grey),
               Block(float(mx), float(my), float(yaw) + math.pi / 2, d_over - d_pole + 0.6, 0.14,
                     z_over + 1.05, 0.14, grey)]
+    # hidden_until (both twins): before the red twin's braking, speed and front image are the
+    # same for red and green, so only the zoomed light tells them apart
     return Script(road, s, v, actors, blocks, [(stop_line - 25, stop_line + 14, 0)],
                   dict(v0=v0, brake_at=t_b, decel=a, stop_line=stop_line, light_s=s_l,
-                       oncoming_max=stop_line - 8))
+                       oncoming_max=stop_line - 8, hidden_until=t_b))
 
 
 def _pedestrian(rng, n_key, crossing: bool):
@@ -144,8 +146,9 @@ def _pedestrian(rng, n_key, crossing: bool):
         v0 = min(v0, 9.0)
         behaviour = "cross" if crossing else str(rng.choice(["stand", "along", "away"]))
         d, sp = np.full_like(t, d0), np.full_like(t, s_p)
+        # when the crossing twin brakes (drawn the same way for the decoy)
+        t_b = t_r + (room - v0 * t_r - v0 ** 2 / (2 * a)) / v0
         if crossing:  # to the far sidewalk; the ego brakes to stop g metres short of its path
-            t_b = t_r + (room - v0 * t_r - v0 ** 2 / (2 * a)) / v0
             s, v = speed_profile(v0, [(t_b, a, 0.0)], n_key)
             d = d0 - side * np.minimum(v_p * t, abs(road.edge(-side) - side * 1.5 - d0))
         else:
@@ -169,7 +172,7 @@ def _pedestrian(rng, n_key, crossing: bool):
                facing=-side * math.pi / 2 if crossing else float(rng.choice([0, math.pi])))
     return Script(road, s, v, [ped], zones=[(s_p - 18, s_p + 14, 0)],
                   params=dict(v0=v0, side=side, ped_s=s_p, ped_d0=d0, behaviour=behaviour,
-                              oncoming_max=s_p - 12))
+                              oncoming_max=s_p - 12, hidden_until=t_b))
 
 
 def _turn(rng, n_key, sign: int):

@@ -84,7 +84,7 @@ def make_samples(n: int, seed: int, out_dir: str | Path, kinds: Sequence[str] = 
     (domain.options.frames): "all", or "cue_only": only frames of scenarios with a decoy twin
     before the ego reacts, where only a tool shows which twin it is (generated data).
     `cue_only_share` (training draws only): that share of the samples are cue-only frames,
-    drawn from their own shuffled pool (they are ~8% of the frames otherwise)."""
+    drawn from their own shuffled pool (about 7% of the frames otherwise)."""
     if frames not in FRAMES:
         raise ValueError(f"domain.options.frames: {frames!r} (valid: {', '.join(FRAMES)})")
     if not dataroot:

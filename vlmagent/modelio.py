@@ -256,8 +256,13 @@ def load_model(path: str | Path, dtype: str, device: str, lora: LoraSettings | N
         for p in unwrap(model).model.visual.parameters():
             p.requires_grad_(False)
     if gradient_checkpointing:
-        unwrap(model).gradient_checkpointing_enable(
-            gradient_checkpointing_kwargs={"use_reentrant": False})
+        core = unwrap(model)
+        if hasattr(core, "activation_checkpointing_enable"):  # transformers >= 5.x's name
+            core.activation_checkpointing_enable(
+                activation_checkpointing_kwargs={"use_reentrant": False})
+        else:
+            core.gradient_checkpointing_enable(
+                gradient_checkpointing_kwargs={"use_reentrant": False})
         # transformers checkpoints only in training mode; Qwen-VL has no dropout, so the
         # numbers are those of eval mode (generate() switches to eval and back anyway)
         model.train()

@@ -72,10 +72,8 @@ def _heldout_count(cfg) -> int:
     from vlmagent.domains import driving
 
     o = cfg.domain.options
-    rows = driving._labelled(str(Path(cfg.domain.dataroot).resolve()), cfg.domain.version,
-                             json.dumps(o.get("rule") or {}, sort_keys=True))
-    return sum(r["heldout"] and r["kind"] in cfg.domain.kinds
-               and (o.get("frames", "all") == "all" or r["cue_only"]) for r in rows)
+    return len(driving.split_frames(cfg.domain.dataroot, cfg.domain.version, True,
+                                    cfg.domain.kinds, o.get("frames", "all"), o.get("rule")))
 
 
 if __name__ == "__main__":

@@ -69,7 +69,7 @@ ANSWERS = {"scenario": list(SCENARIOS)}
 
 __all__ = ["ANSWERS", "ANSWER_TAG", "CELLS", "DOMAIN", "HELDOUT_FROM", "KINDS", "VERSION",
            "answer", "check", "eval_metrics", "expert_turns", "load_samples", "make_samples",
-           "meta_text", "perception_batch", "save_samples", "seen_box"]
+           "meta_text", "perception_batch", "save_samples", "seen_box", "split_frames"]
 
 
 # ---------------------------------------------------------------- samples
@@ -94,11 +94,9 @@ def make_samples(n: int, seed: int, out_dir: str | Path, kinds: Sequence[str] = 
     if bad or not kinds:
         raise ValueError(f"unknown driving kind {bad[0] if bad else None!r} "
                          f"(valid: {', '.join(KINDS)})")
-    rows = _labelled(str(Path(dataroot).resolve()), version,
-                     json.dumps(rule or {}, sort_keys=True))
+    rows = _rows(dataroot, version, rule)
     held = seed >= HELDOUT_FROM
-    pool = [r for r in rows if r["heldout"] == held and r["kind"] in kinds
-            and (frames == "all" or r["cue_only"])]
+    pool = _select(rows, held, kinds, frames)
     if not pool:
         raise ValueError(f"no {'held-out' if held else 'training'} driving samples of kinds "
                          f"{list(kinds)} in {dataroot} ({version}): {len(rows)} labelled key "
@@ -112,7 +110,26 @@ def make_samples(n: int, seed: int, out_dir: str | Path, kinds: Sequence[str] = 
             order = [next(extra) if u < cue_only_share else r
                      for r, u in zip(order, rng.random(n))]
     Path(out_dir).mkdir(parents=True, exist_ok=True)
-    return [_sample(r) for r in order[:n]]
+    return [_sample(r) for r in order]
+
+
+def split_frames(dataroot: str | Path, version: str, heldout: bool,
+                 kinds: Sequence[str] = KINDS, frames: str = "all",
+                 rule: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+    """The labelled key frames (rows) of the training or held-out split that `kinds` and
+    `frames` select: what make_samples draws from."""
+    return _select(_rows(dataroot, version, rule), heldout, kinds, frames)
+
+
+def _rows(dataroot: str | Path, version: str, rule: dict[str, Any] | None) -> list[dict]:
+    return _labelled(str(Path(dataroot).resolve()), version,
+                     json.dumps(rule or {}, sort_keys=True))
+
+
+def _select(rows: list[dict[str, Any]], heldout: bool, kinds: Sequence[str],
+            frames: str) -> list[dict[str, Any]]:
+    return [r for r in rows if r["heldout"] == heldout and r["kind"] in kinds
+            and (frames == "all" or r["cue_only"])]
 
 
 def _shuffled(pool: list[dict[str, Any]], n: int, rng: np.random.Generator) -> list[dict]:

@@ -21,7 +21,6 @@ import os
 from collections import Counter
 from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from multiprocessing import get_context
 from pathlib import Path
@@ -29,10 +28,13 @@ from pathlib import Path
 import cv2
 import numpy as np
 from PIL import Image
-from pyquaternion import Quaternion
 from tqdm import tqdm
 
 from vlmagent.drive import synth_render as sr
+from vlmagent.drive.synth_lidar import lidar_scan
+
+# the rig's names are re-exported: tests and readers know them from here
+from vlmagent.drive.synth_rig import CAMERAS, CHANNELS, LIDAR_POS, Sensor, make_rig  # noqa: F401
 from vlmagent.drive.synth_scenarios import KEY_DT, LANE_W, SCENARIOS, Road, Scenario, build_scenario
 
 TABLES = ("attribute", "calibrated_sensor", "category", "ego_pose", "instance", "log", "map",
@@ -65,61 +67,6 @@ ATTRIBUTES = {
 VISIBILITY = (("1", "v0-40"), ("2", "v40-60"), ("3", "v60-80"), ("4", "v80-100"))
 ANN_RANGE, KEY_RANGE = 80.0, 150.0  # annotate objects this close (decisive ones: farther)
 T0_US = 1_717_225_200_000_000  # 2024-06-01 07:00 UTC, microseconds (nuScenes timestamps)
-
-
-# ---- the sensor rig: the nuScenes car's six cameras and LIDAR_TOP ----
-CAMERAS = (  # channel, yaw about ego z (deg, + = left), ego-frame position (m), focal / width
-    ("CAM_FRONT", 0.0, (1.700, 0.016, 1.511), 1266.4 / 1600),
-    ("CAM_FRONT_RIGHT", -55.0, (1.551, -0.493, 1.496), 1260.8 / 1600),
-    ("CAM_FRONT_LEFT", 55.0, (1.524, 0.495, 1.509), 1272.6 / 1600),
-    ("CAM_BACK", 180.0, (0.028, 0.003, 1.579), 809.2 / 1600),
-    ("CAM_BACK_LEFT", 110.0, (1.036, 0.485, 1.591), 1256.7 / 1600),
-    ("CAM_BACK_RIGHT", -110.0, (1.015, -0.481, 1.562), 1259.5 / 1600),
-)
-LIDAR_POS = (0.943, 0.0, 1.840)
-CHANNELS = tuple(c[0] for c in CAMERAS) + ("LIDAR_TOP",)
-# Camera axes (x right, y down, z forward) as columns in the ego frame (x forward, y left, z up)
-# for a camera looking straight ahead; its quaternion is nuScenes' CAM_FRONT (0.5, -0.5, 0.5, -0.5).
-CAM_AXES = np.array([[0.0, 0, 1], [-1, 0, 0], [0, -1, 0]])
-
-
-@dataclass
-class Sensor:
-    """A calibrated sensor: pose in the ego frame and, for cameras, intrinsics."""
-    channel: str
-    modality: str  # camera | lidar
-    translation: np.ndarray  # (3,) ego frame, metres
-    R: np.ndarray  # (3, 3) rotation sensor -> ego
-    K: np.ndarray | None = None  # (3, 3) camera intrinsics, pixels
-
-    @property
-    def rotation(self) -> list[float]:
-        """R as the calibrated_sensor quaternion (w, x, y, z)."""
-        return [float(v) for v in Quaternion(matrix=self.R).elements]
-
-
-def _tilt(rng: np.random.Generator, yaw: float) -> np.ndarray:
-    """Yaw about ego z with calibration noise of about 0.1 deg in yaw, pitch and roll."""
-    (a, b, c), rz = rng.normal(0, 0.002, 3), sr.rot_z(yaw)
-    pitch = np.array([[math.cos(b), 0, math.sin(b)], [0, 1, 0], [-math.sin(b), 0, math.cos(b)]])
-    roll = np.array([[1, 0, 0], [0, math.cos(c), -math.sin(c)], [0, math.sin(c), math.cos(c)]])
-    return rz @ sr.rot_z(a) @ pitch @ roll
-
-
-def make_rig(size: tuple[int, int], rng: np.random.Generator) -> list[Sensor]:
-    """The six cameras and LIDAR_TOP (turned -90 deg about z, as on the nuScenes car: x = ego
-    right, y = ego forward), with per-log calibration noise. Focal lengths scale with the image
-    width as nuScenes' 1600x900 intrinsics would; the principal point sits where theirs does."""
-    w, h = size
-    out = []
-    for name, yaw, pos, f in CAMERAS:
-        k = np.array([[f * w, 0, w * (0.51 + rng.normal(0, 0.002))],
-                      [0, f * w, h * (0.5456 + rng.normal(0, 0.002))], [0, 0, 1]])
-        out.append(Sensor(name, "camera", np.array(pos) + rng.normal(0, 0.004, 3),
-                          _tilt(rng, math.radians(yaw)) @ CAM_AXES, k))
-    out.append(Sensor("LIDAR_TOP", "lidar", np.array(LIDAR_POS) + rng.normal(0, 0.004, 3),
-                      _tilt(rng, -math.pi / 2)))
-    return out
 
 
 # ---- the road from above: the cameras' ground texture and the map's semantic prior ----
@@ -340,7 +287,7 @@ def _scene(root: Path, tables: dict, sc: Scenario, i: int, seed: int, size: tupl
                                           quality=90, subsampling=0))
                 sd.update(fileformat="jpg", width=size[0], height=size[1], filename=f"{name}.jpg")
             else:
-                cloud, owner = sr.lidar_scan(s, ego, ground, geo, rng)
+                cloud, owner = lidar_scan(s, ego, ground, geo, rng)
                 cloud.tofile(root / f"{name}.pcd.bin")
                 lidar_pts = np.bincount(owner, minlength=len(sc.actors) + 1)
                 sd.update(fileformat="pcd", width=0, height=0, filename=f"{name}.pcd.bin")

@@ -15,7 +15,7 @@ SUB = 10  # integration steps per key frame
 DT = KEY_DT / SUB
 LANE_W = 3.5
 EGO_FRONT = 3.5  # ego origin (rear axle on the ground, as nuScenes) to the front bumper, metres
-CAM_FRONT_X = 1.70  # CAM_FRONT ahead of the ego origin (synth.CAMERAS)
+CAM_FRONT_X = 1.70  # CAM_FRONT ahead of the ego origin (synth_rig.CAMERAS)
 ROAD_BEHIND, ROAD_AHEAD = 250.0, 320.0  # road drawn behind the start / beyond the last pose
 
 CAR_COLOURS = ((178, 34, 34), (30, 70, 160), (224, 224, 220), (150, 155, 162), (32, 32, 36),

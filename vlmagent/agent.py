@@ -21,15 +21,16 @@ import os
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from typing import Any, Protocol
 
 from PIL import Image
 
 from vlmagent import protocol
 from vlmagent.config import AgentConfig
-from vlmagent.images import ImageCache, resize_seen
-from vlmagent.policy import Context, Generation
+from vlmagent.episode import Episode, append, finish, seen_image
+from vlmagent.images import ImageCache
+from vlmagent.policy import Generation
 from vlmagent.rewards.episode import call_quality
 from vlmagent.router import route_for
 from vlmagent.tools import make_tools
@@ -37,24 +38,6 @@ from vlmagent.tools.base import ToolEnv
 from vlmagent.types import Sample, ToolCall, ToolResult, Trajectory, Turn
 
 MODES = ("tool", "text", "none")
-
-
-@dataclass
-class Episode:
-    """Mutable state of one episode while it runs; `traj` is what comes out."""
-
-    sample: Sample
-    traj: Trajectory
-    env: ToolEnv
-    seen: dict[str, tuple[int, int]] = field(default_factory=dict)
-    logps: list[float] = field(default_factory=list)
-    done: bool = False
-    n_assistant: int = 0
-    scripted: bool = False
-    cache: ImageCache | None = None  # shares seen-size copies across a group and epochs
-
-    def context(self) -> Context:
-        return Context(self.traj.token_ids, self.traj.images, self.traj.id)
 
 
 class Actor(Protocol):
@@ -135,7 +118,7 @@ def start_episode(policy: Any, sample: Sample, cfg: AgentConfig, tools: dict[str
         system = (system + "\n\n" if system else "") + protocol.tools_system_prompt(tools, fmt.name)
     hint = protocol.MODE_HINT.get(cfg.force_mode, "") if cfg.force_mode != "none" else ""
     text = sample.prompt + (f"\n{hint}" if hint else "")
-    images = [_seen_image(ep, name) for name in shown]
+    images = [seen_image(ep, name) for name in shown]
     content = [{"type": "image", "image": im} for im in images]
     question = [{"type": "text", "text": text}]
     # "after": the question first, so the images sit right before the reply (docs/training.md)
@@ -172,15 +155,6 @@ def _probe_template(policy: Any, specs: list[dict]) -> bool:
         return render(msgs, tools=specs, tokenize=False) != render(msgs, tokenize=False)
     except Exception:  # a template without tools support may raise on the argument
         return False
-
-
-def _seen_image(ep: Episode, name: str) -> Image.Image:
-    """The image `name` at the size the model sees it (the env keeps the original)."""
-    ref = ep.env.images[name]
-    ep.seen[name] = ref.seen
-    if ep.cache is not None:
-        return ep.cache.seen(ref.image, ref.seen)
-    return resize_seen(ref.image, ref.seen)
 
 
 # ---------------------------------------------------------------- the loop
@@ -275,7 +249,7 @@ def step(policy: Any, e: Episode, g: Generation, cfg: AgentConfig,
 def budget_spent(e: Episode, cfg: AgentConfig) -> bool:
     """True when the episode is over; closes it first if no token is left for another turn."""
     if not e.done and len(e.traj.token_ids) >= cfg.max_total_tokens:
-        _finish(e, "budget")
+        finish(e, "budget")
     return e.done
 
 
@@ -301,13 +275,6 @@ def _start_all(policy: Any, samples: Sequence[Sample], cfg: AgentConfig, tools: 
     return episodes
 
 
-def _append(e: Episode, ids: list[int], mask: int, logps: list[float] | None = None) -> None:
-    e.traj.token_ids.extend(ids)
-    e.traj.loss_mask.extend([mask] * len(ids))
-    if mask:
-        e.logps.extend(logps if logps else [0.0] * len(ids))
-
-
 def _assistant_turn(policy: Any, e: Episode, g: Generation, cfg: AgentConfig,
                     fmt: Any) -> Any:
     """Append the sampled turn; return the parsed call (or ParseError) when a tool must run."""
@@ -316,7 +283,7 @@ def _assistant_turn(policy: Any, e: Episode, g: Generation, cfg: AgentConfig,
     ids, logps, over = g.token_ids, g.logps, len(g.token_ids) > room
     if over:  # cut at the budget: the episode ends here, the sampled prefix stays exact
         ids, logps = ids[:room], logps[:room]
-    _append(e, ids, 1, logps)
+    append(e, ids, 1, logps)
     text = g.text if not over else policy.decode(ids)
     e.n_assistant += 1
     turn = Turn("assistant", text, span=(start, len(e.traj.token_ids)))
@@ -324,16 +291,16 @@ def _assistant_turn(policy: Any, e: Episode, g: Generation, cfg: AgentConfig,
     if e.n_assistant == 1:
         e.traj.mode = protocol.parse_mode(text)
     if over or g.stop == "length":
-        return _finish(e, "budget" if over else "length")
+        return finish(e, "budget" if over else "length")
     if g.stop != fmt.stop:  # the turn ended with eos and holds no call: the answer
-        return _finish(e, "answer")
+        return finish(e, "answer")
     parsed = fmt.parse(text)
     e.traj.n_tool_calls += 1
     if isinstance(parsed, ToolCall):
         turn.tool_call = parsed
     if e.n_assistant >= cfg.max_turns:  # no turn left to look at the result
-        return _finish(e, "max_turns")
-    _append(e, _tokens(policy, "<|im_end|>\n"), 0)  # close the call turn as the template does
+        return finish(e, "max_turns")
+    append(e, _tokens(policy, "<|im_end|>\n"), 0)  # close the call turn as the template does
     return parsed
 
 
@@ -358,7 +325,7 @@ def _run_tools(calls: list[tuple[Episode, Any]], cfg: AgentConfig, tools: dict[s
             names.append(e.env.add_image(im))
         # DriveAgent-R1 call quality (parsed, exists, args valid, ran), for the episode reward
         e.traj.meta.setdefault("call_quality", []).append(call_quality(parsed, tools, result))
-        seen = [_seen_image(e, n) for n in names]
+        seen = [seen_image(e, n) for n in names]
         e.traj.timings["tools_s"] += time.perf_counter() - t
         return result, names, seen
 
@@ -394,25 +361,11 @@ def _tool_turn(policy: Any, e: Episode, result: ToolResult, names: list[str],
     ids = policy.chat_tokens([{"role": "user", "content": content}], continuation=True,
                              add_generation_prompt=True)
     if len(e.traj.token_ids) + len(ids) > cfg.max_total_tokens:
-        _finish(e, "budget")  # never append a tool turn that would be cut (it may hold images)
+        finish(e, "budget")  # never append a tool turn that would be cut (it may hold images)
         return
     start = len(e.traj.token_ids)
-    _append(e, ids, 0)
+    append(e, ids, 0)
     e.traj.images.extend(images)
     e.traj.image_levels.extend(e.env.images[n].level for n in names)
     e.traj.turns.append(Turn("tool", rendered, images=names, error=result.error,
                              span=(start, len(e.traj.token_ids))))
-
-
-def _finish(e: Episode, reason: str) -> None:
-    """Close the episode; returns None so callers can `return _finish(...)`."""
-    e.done = True
-    t = e.traj
-    t.finish = reason
-    last = next((x.text for x in reversed(t.turns) if x.role == "assistant"), "")
-    t.answer = protocol.parse_final(last)
-    if t.mode is None:
-        t.mode_matched = False
-    else:
-        t.mode_matched = (t.mode == "tool") == (t.n_tool_calls > 0) and (
-            t.forced_mode is None or t.forced_mode == t.mode)

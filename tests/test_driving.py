@@ -125,6 +125,39 @@ def test_cue_only_frames_are_those_text_mode_cannot_tell_apart(tmp_path):
                              frames="late")
 
 
+def test_expert_zooms_one_box_ahead_that_holds_every_far_light(tmp_path):
+    """The expert's zoom follows from what the front camera shows: on a free road (a far light,
+    red or green, or none) the same box ahead, and that box holds the light of every cue-only
+    frame, so a policy that learns the one call sees the lamp."""
+    root = tmp_path / "ahead"
+    make_dataset(root, scenes=3, seed=5, size=(480, 270), seconds=12.0,
+                 scenarios=["red_light_far", "green_light_far", "clear_road"])
+    samples = driving.make_samples(400, 0, tmp_path / "data", dataroot=str(root),
+                                   version=VERSION)
+    samples += driving.make_samples(400, driving.HELDOUT_FROM, tmp_path / "data",
+                                    dataroot=str(root), version=VERSION)
+    seen = lambda w, h: (140, 84)  # noqa: E731
+    calls = {(c.name, json.dumps(c.arguments)) for c in
+             (driving.expert_call(s, seen) for s in samples)}
+    box = [66, 26, 98, 58]
+    assert calls == {("RoI_Inspection", json.dumps({"view_index": 0, "bbox": box,
+                                                     "description": "road ahead"}))}
+    only = [s for s in samples if s.meta["cue_only"]]
+    assert {s.meta["scenario"] for s in only} == {"red_light_far", "green_light_far"}
+    for s in only:  # the light's own box (original pixels) inside the zoom, as seen
+        x0, y0, x1, y1 = (v * 140 / 480 if i % 2 == 0 else v * 84 / 270
+                          for i, v in enumerate(s.meta["box"]))
+        assert box[0] <= x0 < x1 <= box[2] and box[1] <= y0 < y1 <= box[3], s.id
+    # the light's colour is named only after the zoom: text mode says what the front shows
+    for s in samples[:40]:
+        (text,) = driving.expert_turns(s, "text", seen)
+        _, after = driving.expert_turns(s, "tool", seen)
+        name = s.meta["scenario"].replace("_", " ")
+        assert after.startswith(f"<reasoning>{name}</reasoning>")
+        want = driving.NO_CUE if s.meta["kind"] == "tool" else name
+        assert f"<reasoning>{want}</reasoning>" in text, (s.meta["scenario"], text)
+
+
 def test_answer_is_the_drive_agent_r1_edit_similarity_reward():
     from vlmagent.types import Sample
 
@@ -258,6 +291,13 @@ def test_perception_batch_pairs_the_front_image_with_the_cue_view(root):
     for b in batch:
         assert 0 <= b["cell"] < driving.CELLS
         assert 0 <= b["label"] < len(driving.ANSWERS["scenario"])
+    # training scenes only, for any seed (the trainer's step seeds run past HELDOUT_FROM)
+    held = {r["scene"] for r in driving.split_frames(root, VERSION, True)}
+    train = {r["scene"] for r in driving.split_frames(root, VERSION, False)}
+    for seed in (3, driving.HELDOUT_FROM + 3, 6_684_676):
+        for b in driving.perception_batch(24, seed, seen, dataroot=str(root), version=VERSION,
+                                          cue_only_share=0.5):
+            assert b["scene"] in train and b["scene"] not in held
     zoomed = [b for b in batch if driving.FRONT[b["cell"]] == "CAM_FRONT zoom"]
     lights = {"red_light_far", "green_light_far"}
     assert all(driving.ANSWERS["scenario"][b["label"]] in lights for b in zoomed)

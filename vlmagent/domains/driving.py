@@ -58,6 +58,10 @@ HELDOUT_SHARE = 0.2  # of the scenes of a version without a published split
 SPLITS = {"v1.0-mini": ("mini_train", "mini_val"), "v1.0-trainval": ("train", "val")}
 STOPPED = 0.5  # m/s: below it the expert describes the car as stopped
 MIN_ROI_SEEN = 32  # RoI boxes the expert draws: each side at least this (the tool needs > 28)
+# where the expert zooms on a free road: x0, y0, x1, y1 as fractions of the seen front image
+# ([66, 26, 98, 58] of 140x84; the far lights of cue-only frames sit at x 78-88, y 37-44)
+AHEAD = (0.47, 0.31, 0.70, 0.69)
+NO_CUE = "no cue in front"  # text mode's reasoning where the cue is outside the front view
 
 # The perception warm-up (train/warmup.py) on generated data: "where" (from the front image) is
 # what the front camera can tell: the scenario where the front shows it, else the view that
@@ -68,8 +72,9 @@ CELLS = len(FRONT)
 ANSWERS = {"scenario": list(SCENARIOS)}
 
 __all__ = ["ANSWERS", "ANSWER_TAG", "CELLS", "DOMAIN", "HELDOUT_FROM", "KINDS", "VERSION",
-           "answer", "check", "eval_metrics", "expert_turns", "load_samples", "make_samples",
-           "meta_text", "perception_batch", "save_samples", "seen_box", "split_frames"]
+           "ahead_box", "answer", "check", "eval_metrics", "expert_turns", "load_samples",
+           "make_samples", "meta_text", "perception_batch", "save_samples", "seen_box",
+           "split_frames"]
 
 
 # ---------------------------------------------------------------- samples
@@ -275,13 +280,29 @@ def seen_box(sample: Sample, seen_size: Callable[[int, int], tuple[int, int]]) -
             min(sh, y0 + math.ceil(2 * half_h))]
 
 
+def ahead_box(sample: Sample, seen_size: Callable[[int, int], tuple[int, int]]) -> list[int]:
+    """The road ahead near the horizon, in the front image as the model sees it: AHEAD's
+    fractions of the seen size. Every far traffic light of a generated cue-only frame falls in
+    it (a 32x32 box of the 140x84 front image), so an expert can zoom there knowing only what
+    the front camera shows."""
+    w, h = sample.meta["size"]
+    sw, sh = seen_size(w, h)
+    x0, y0, x1, y1 = AHEAD
+    return [round(x0 * sw), round(y0 * sh), round(x1 * sw), round(y1 * sh)]
+
+
 def expert_call(sample: Sample, seen_size: Callable[[int, int], tuple[int, int]]) -> ToolCall:
-    """The call that shows the sample's decisive cue: a zoom on a far traffic light, the camera
-    the cue is in, the frame a second earlier, or (cue in front / real data) the 3D objects."""
+    """The call that shows the sample's decisive cue: a zoom on the road ahead where the front
+    camera shows a free road (a far light there is below a pixel: red, green or none is what the
+    zoom tells), the camera the cue is in, the frame a second earlier, or (cue in front / real
+    data) the 3D objects. The zoom box is fixed (ahead_box), not the light's own box: which box
+    to zoom must follow from what the policy can see, or it cannot learn the call (with the
+    light's box the policy could not tell a far light from a free road and called a side camera
+    on 12 of 16 cue-only frames)."""
     cue = sample.meta.get("cue") or "CAM_FRONT"
-    if cue == "CAM_FRONT zoom":
-        return ToolCall("RoI_Inspection", {"view_index": 0, "bbox": seen_box(sample, seen_size),
-                                           "description": "traffic light"})
+    if cue == "CAM_FRONT zoom" or sample.meta.get("scenario") == "clear_road":
+        return ToolCall("RoI_Inspection", {"view_index": 0, "bbox": ahead_box(sample, seen_size),
+                                           "description": "road ahead"})
     if "history" in cue or "earlier" in cue:
         return ToolCall("get_view_with_frame", {"view_index": 0, "frame_index": 1})
     cam = cue.split()[0]
@@ -306,6 +327,10 @@ def expert_turns(sample: Sample, mode: str, seen_size_fn: Callable[[int, int], t
     scenario = sample.meta["scenario"]  # real scenes: nobody wrote one down; say the speed
     why = scenario.replace("_", " ") if scenario in SCENARIOS else \
         f"{sample.meta.get('ego_speed', 0.0):.0f} m/s"
+    if mode == "text" and sample.meta.get("kind") == "tool":
+        # text mode names only what the front camera shows: naming a far light's colour there
+        # taught the LM to write the scenario from its prior, the shortcut tool mode must not take
+        why = NO_CUE
     tail = (f"<reasoning>{why}</reasoning>"
             f"<prediction>{actions[0][0]}</prediction>")
     if mode == "text":
@@ -326,14 +351,17 @@ def front_class(sample: Sample) -> str:
 # ---------------------------------------------------------------- perception warm-up
 def perception_batch(n: int, seed: int, seen_size: Callable[[int, int], tuple[int, int]],
                      difficulty: float = 1.0, dataroot: str | None = None,
-                     version: str = "v1.0-mini", rule: dict[str, Any] | None = None
-                     ) -> list[dict[str, Any]]:
+                     version: str = "v1.0-mini", rule: dict[str, Any] | None = None,
+                     cue_only_share: float = 0.0) -> list[dict[str, Any]]:
     """n training key frames for the warm-up: {overview (the front image as seen), zoom (the
     image of the expert's call, as seen), cell (FRONT index), label (ANSWERS index)}. Needs
     the generator's scenario and cue per scene, so generated data only. (`difficulty`: every
-    key frame is as hard as it is.)"""
-    samples = make_samples(n, seed, Path(dataroot or "."), dataroot=dataroot, version=version,
-                           rule=rule)
+    key frame is as hard as it is.) `cue_only_share` as in make_samples: the far red / green
+    light is a few pixels of the zoom, and the warm-up must see it as often as training does."""
+    # training frames only, whatever the seed: the trainer's per-step seeds run past
+    # HELDOUT_FROM, and until this fold the warm-up drew held-out scenes
+    samples = make_samples(n, seed % HELDOUT_FROM, Path(dataroot or "."), dataroot=dataroot,
+                           version=version, rule=rule, cue_only_share=cue_only_share)
     if any(s.meta["scenario"] not in SCENARIOS for s in samples):
         raise ValueError("the driving warm-up needs generated scenes (scenario and cue in "
                          "scene.description); real nuScenes has neither")
@@ -349,5 +377,5 @@ def perception_batch(n: int, seed: int, seen_size: Callable[[int, int], tuple[in
         out.append({"overview": resize_seen(front.image, front.seen),
                     "zoom": resize_seen(view.image, view.seen),
                     "cell": FRONT.index(front_class(s)),
-                    "label": SCENARIOS.index(s.meta["scenario"])})
+                    "label": SCENARIOS.index(s.meta["scenario"]), "scene": s.meta["scene"]})
     return out

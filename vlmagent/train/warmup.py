@@ -24,6 +24,7 @@ anchored by the plain term, learns all three (answer right ~99% of the time the 
 """
 from __future__ import annotations
 
+import inspect
 import json
 from typing import Any
 
@@ -117,8 +118,13 @@ def _perception(run: StageRun, cfg: Config, heads: Any, seed: int) -> tuple[torc
                                                                             dict[str, float]]:
     st, policy = run.stage, run.policy
     difficulty = min(1.0, run.step / max(1, st.steps // 4))  # easy images first
-    batch = shard(_domain(st).perception_batch(st.batch_size, seed, seen_fn(policy, cfg.agent),
-                                               difficulty, **dataset_args(cfg)), run.acc)
+    make = _domain(st).perception_batch
+    # the domain options its perception_batch takes (driving: cue_only_share, rule): the
+    # warm-up sees the mix training draws
+    options = {k: v for k, v in cfg.domain.options.items()
+               if k in inspect.signature(make).parameters}
+    batch = shard(make(st.batch_size, seed, seen_fn(policy, cfg.agent), difficulty,
+                       **dataset_args(cfg), **options), run.acc)
     where = heads["where"](pooled_features(policy, [b["overview"] for b in batch]))
     what = heads["what"](pooled_features(policy, [b["zoom"] for b in batch]))
     cells = torch.tensor([b["cell"] for b in batch], device=where.device)

@@ -295,7 +295,7 @@ def test_perception_batch_pairs_the_front_image_with_the_cue_view(root):
     held = {r["scene"] for r in driving.split_frames(root, VERSION, True)}
     train = {r["scene"] for r in driving.split_frames(root, VERSION, False)}
     for seed in (3, driving.HELDOUT_FROM + 3, 6_684_676):
-        for b in driving.perception_batch(24, seed, seen, dataroot=str(root), version=VERSION,
+        for b in driving.perception_batch(8, seed, seen, dataroot=str(root), version=VERSION,
                                           cue_only_share=0.5):
             assert b["scene"] in train and b["scene"] not in held
     zoomed = [b for b in batch if driving.FRONT[b["cell"]] == "CAM_FRONT zoom"]

@@ -20,6 +20,7 @@ from pathlib import Path
 
 from vlmagent import config as config_mod
 from vlmagent.config import resolve_stage
+from vlmagent.domains import driving
 from vlmagent.policy import Policy
 from vlmagent.train.evaluate import evaluate
 
@@ -34,7 +35,7 @@ def main() -> None:
     ap.add_argument("--n", type=int, default=96)
     ap.add_argument("--seed", type=int, default=0, help="the run's train.seed (picks held-out)")
     ap.add_argument("--modes", nargs="+", default=list(MODES), choices=MODES)
-    ap.add_argument("--frames", default="all", choices=["all", "cue_only"])
+    ap.add_argument("--frames", default="all", choices=driving.FRAMES)
     ap.add_argument("overrides", nargs="*")
     args = ap.parse_intermixed_args()  # key.path=value overrides may follow the options
     run = Path(args.run)
@@ -69,8 +70,6 @@ def main() -> None:
 
 def _heldout_count(cfg) -> int:
     """How many held-out frames the domain settings select (each evaluated once)."""
-    from vlmagent.domains import driving
-
     o = cfg.domain.options
     return len(driving.split_frames(cfg.domain.dataroot, cfg.domain.version, True,
                                     cfg.domain.kinds, o.get("frames", "all"), o.get("rule")))

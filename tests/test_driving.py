@@ -20,6 +20,7 @@ from vlmagent.drive.synth import make_dataset
 from vlmagent.images import load_image, resize_seen
 from vlmagent.policy import Policy
 from vlmagent.rewards.episode import RewardTerms, score_episodes
+from vlmagent.tools.image import to_seen
 from vlmagent.train.data import expert_episodes
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -144,9 +145,8 @@ def test_expert_zooms_one_box_ahead_that_holds_every_far_light(tmp_path):
                                                      "description": "road ahead"}))}
     only = [s for s in samples if s.meta["cue_only"]]
     assert {s.meta["scenario"] for s in only} == {"red_light_far", "green_light_far"}
-    for s in only:  # the light's own box (original pixels) inside the zoom, as seen
-        x0, y0, x1, y1 = (v * 140 / 480 if i % 2 == 0 else v * 84 / 270
-                          for i, v in enumerate(s.meta["box"]))
+    for s in only:  # the light's own box (original pixels, rounded outwards) inside the zoom
+        x0, y0, x1, y1 = to_seen(s.meta["box"], (480, 270), (140, 84))
         assert box[0] <= x0 < x1 <= box[2] and box[1] <= y0 < y1 <= box[3], s.id
     # the light's colour is named only after the zoom: text mode says what the front shows
     for s in samples[:40]:

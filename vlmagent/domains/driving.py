@@ -57,7 +57,7 @@ HELDOUT_SHARE = 0.2  # of the scenes of a version without a published split
 # the devkit's published scene splits (nuscenes.utils.splits) for the real versions
 SPLITS = {"v1.0-mini": ("mini_train", "mini_val"), "v1.0-trainval": ("train", "val")}
 STOPPED = 0.5  # m/s: below it the expert describes the car as stopped
-MIN_ROI_SEEN = 32  # RoI boxes the expert draws: each side at least this (the tool needs > 28)
+MIN_ROI_SEEN = 32  # seen_box's sides: at least this (the RoI tool needs more than 28)
 # where the expert zooms on a free road: x0, y0, x1, y1 as fractions of the seen front image
 # ([66, 26, 98, 58] of 140x84; the far lights of cue-only frames sit at x 78-88, y 37-44)
 AHEAD = (0.47, 0.31, 0.70, 0.69)
@@ -265,8 +265,9 @@ def eval_metrics(samples: Sequence[Sample], accuracy: Sequence[float],
 
 # ---------------------------------------------------------------- experts
 def seen_box(sample: Sample, seen_size: Callable[[int, int], tuple[int, int]]) -> list[int]:
-    """Where the expert zooms, in the front image as the model sees it: the traffic light's
-    box grown to MIN_ROI_SEEN per side (the RoI tool needs more than 28), or the whole image."""
+    """Where the far traffic light is, in the front image as the model sees it (what the
+    debugger marks): its box grown to MIN_ROI_SEEN per side, or the whole image. The expert
+    zooms ahead_box instead, which holds it on every cue-only frame."""
     w, h = sample.meta["size"]
     sw, sh = seen_size(w, h)
     if "box" not in sample.meta:

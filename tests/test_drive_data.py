@@ -225,3 +225,27 @@ def test_deterministic_per_seed(tmp_path):
 def test_unknown_scenario_is_rejected(tmp_path):
     with pytest.raises(ValueError, match="unknown scenarios"):
         make_dataset(tmp_path, 1, scenarios=("flying_car",))
+
+
+def test_twins_share_the_street_and_the_split(tmp_path):
+    """--twins: a red light's twin is the same street with a green light (the first key frames'
+    CAM_FRONT differ only around the lamps), and the held-out split keeps twins together."""
+    from vlmagent.domains.driving import _heldout_scenes
+
+    assert [p.name for p in plan_scenes(9, 3, 1.0)] == [  # without twins: as it always was
+        p.name for p in plan_scenes(9, 3, 1.0, twins=False)]
+    plans = plan_scenes(24, 3, 1.0, twins=True)
+    for a, b in zip(plans, plans[1:]):
+        if a.name == "red_light_far":
+            assert b.name == "green_light_far" and a.draw == b.draw is not None
+    make_dataset(tmp_path, 2, seed=4, size=(320, 180), seconds=1.0, twins=True,
+                 scenarios=("red_light_far", "green_light_far"))
+    nusc = NuScenes(VERSION, str(tmp_path), verbose=False)
+    imgs = []
+    for scene in nusc.scene:
+        sample = nusc.get("sample", scene["first_sample_token"])
+        imgs.append(np.asarray(Image.open(nusc.get_sample_data_path(
+            sample["data"]["CAM_FRONT"])), int))
+    diff = np.abs(imgs[0] - imgs[1]).max(2) > 40
+    assert 0 < diff.sum() < 60  # the lit / unlit lamps only (JPEG noise stays under 40)
+    assert len(_heldout_scenes(nusc, VERSION)) == 2  # one pair: both held out, or neither

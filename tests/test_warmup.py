@@ -92,6 +92,37 @@ def test_frozen_vision_is_refused(tmp_path, tiny):
                                                                        domain="zoomqa")))
 
 
+def test_what_pool_max_takes_each_features_largest_token(tmp_path, tiny):
+    """what_pool: max pools the zoom's merged tokens by their per-feature maximum (a lamp one
+    token shows is not averaged away); an unknown pool names the key."""
+    from PIL import Image
+
+    from vlmagent.router.learned import pooled_features
+
+    policy = Policy.from_pretrained(tiny)
+    ims = [Image.new("RGB", (56, 56), (200, 30, 20)), Image.new("RGB", (56, 56), (20, 200, 60))]
+    ims[0].paste((20, 200, 60), (0, 0, 28, 28))  # one of four merged tokens differs
+    with torch.no_grad():
+        tokens = policy.image_features(policy.encode_images(ims)).pooler_output
+        got = pooled_features(policy, ims, "max")
+        mean = pooled_features(policy, ims)
+    assert [t.shape[0] for t in tokens] == [4, 4]
+    assert torch.allclose(got, torch.stack([t.max(0).values for t in tokens]))
+    assert torch.allclose(mean, torch.stack([t.mean(0) for t in tokens]))
+    assert not torch.allclose(got, mean)
+    cfg = make_cfg(tmp_path, tiny)
+    st = resolve_stage(cfg.train.defaults, StageConfig(kind="warmup", domain="zoomgrid",
+                                                       what_pool="median"))
+    with pytest.raises(ValueError, match="what_pool 'median'"):
+        warmup.prepare(st, policy)
+    run = stage_run(cfg, policy, "warmup", steps=8, batch_size=16, lr=3e-3, what_pool="max")
+    losses = []
+    while run.step < run.stage.steps:
+        losses.append(warmup.warmup_step(run, cfg, None)["what_loss"])
+        run.step += 1
+    assert sum(losses[-2:]) / 2 < losses[0], losses
+
+
 def test_decision_mask_covers_the_answer_then_the_call_arguments(tmp_path, tiny):
     cfg = make_cfg(tmp_path, tiny)
     policy = Policy.from_pretrained(tiny)

@@ -185,7 +185,8 @@ def cmd_drive(args: argparse.Namespace) -> int:
             raise UsageError(f"--scenes must be at least 1, got {args.scenes}")
         info = make_dataset(args.out, args.scenes, seed=args.seed, version=args.version,
                             size=tuple(args.size), seconds=args.seconds, progress=not args.quiet,
-                            workers=args.workers)
+                            workers=args.workers, scenarios=args.scenarios,
+                            twins=args.twins)
         print(json.dumps(info, indent=1))
         return 0
     from vlmagent.drive.labels import LabelRule, format_distribution, write_labels
@@ -317,6 +318,11 @@ def build_parser() -> argparse.ArgumentParser:
     mp.add_argument("--seconds", type=float, default=20.0, help="scene length")
     mp.add_argument("--workers", type=int, default=1,
                     help="processes rendering scenes (0: one per core); the same bytes")
+    mp.add_argument("--scenarios", nargs="+", metavar="NAME",
+                    help="only these scenarios (default: all, in shuffled rounds)")
+    mp.add_argument("--twins", action="store_true",
+                    help="each scenario with a decoy twin (red / green light, crossing / "
+                         "staying pedestrian) comes with its twin on the same street")
     mp.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     lp = dsub.add_parser("labels", help="one meta-action label row per labelled key frame")
     lp.add_argument("--dataroot", required=True)

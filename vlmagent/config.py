@@ -314,6 +314,8 @@ class StageConfig:
     # cap C on exp(train logp - rollout logp) (Yao et al. 2025); 0 = off (docs/rollout_server.md)
     resolution_threshold: float | None = None  # VisionThink: below this share of right direct
     # answers in a group, asking for full resolution is right (paper 0.2, open answers)
+    what_pool: str | None = None  # warmup: how the zoom's tokens are pooled for the "what"
+    # head: mean | max (max when the answer is a few pixels of one token: a far lamp)
     agent: dict[str, Any] | None = None  # agent settings for this stage only (router level,
     # force_mode, tools), over the config's agent section; unknown keys are errors
 
@@ -329,7 +331,7 @@ def _default_stage() -> StageConfig:
                        until=0.0, probe_every=10, probe_n=64, eval_temperature=0.0,
                        rollout_chunk=0, overlap_scoring=True, freeze=[], micro_batch_tokens=0,
                        reference_offload=False,
-                       resolution_threshold=0.2, tis_cap=2.0, agent={})
+                       resolution_threshold=0.2, tis_cap=2.0, what_pool="mean", agent={})
     # eps_low / eps_high stay unset here: they depend on the kind (KIND_DEFAULTS, then
     # GENERIC_DEFAULTS at resolve time), so a default TrainConfig() gives GSPO its own range
 

@@ -181,8 +181,18 @@ def _heldout_scenes(nusc: Any, version: str) -> set[str]:
     if version in SPLITS:
         from nuscenes.utils.splits import create_splits_scenes
         return set(create_splits_scenes()[SPLITS[version][1]]) & set(names)
-    ranked = sorted(names, key=lambda s: hashlib.sha256(s.encode()).hexdigest())
-    return set(ranked[:max(1, math.ceil(HELDOUT_SHARE * len(names)))] if len(names) > 1 else [])
+    if len(names) < 2:
+        return set()
+    groups: dict[str, list[str]] = {}  # decoy twins (make-data --twins) stay on one side
+    for s in nusc.scene:
+        m = re.search(r"twin group:\s*(\d+)", s.get("description", ""))
+        groups.setdefault(f"twin group {m.group(1)}" if m else s["name"], []).append(s["name"])
+    held, want = set(), max(1, math.ceil(HELDOUT_SHARE * len(names)))
+    for key in sorted(groups, key=lambda k: hashlib.sha256(k.encode()).hexdigest()):
+        if len(held) >= want:
+            break
+        held.update(groups[key])
+    return held
 
 
 def _cue(description: str) -> str | None:

@@ -35,7 +35,15 @@ from vlmagent.drive.synth_lidar import lidar_scan
 
 # the rig's names are re-exported: tests and readers know them from here
 from vlmagent.drive.synth_rig import CAMERAS, CHANNELS, LIDAR_POS, Sensor, make_rig  # noqa: F401
-from vlmagent.drive.synth_scenarios import KEY_DT, LANE_W, SCENARIOS, Road, Scenario, build_scenario
+from vlmagent.drive.synth_scenarios import (
+    KEY_DT,
+    LANE_W,
+    SCENARIOS,
+    TWINS,
+    Road,
+    Scenario,
+    build_scenario,
+)
 
 TABLES = ("attribute", "calibrated_sensor", "category", "ego_pose", "instance", "log", "map",
           "sample", "sample_annotation", "sample_data", "scene", "sensor", "visibility")
@@ -165,20 +173,29 @@ def yaw_quat(yaw: float) -> list[float]:
 
 
 def plan_scenes(scenes: int, seed: int = 0, seconds: float = 20.0,
-                scenarios: Sequence[str] | None = None) -> list[Scenario]:
+                scenarios: Sequence[str] | None = None, twins: bool = False) -> list[Scenario]:
     """The scripted scenes make_dataset would write, instance tokens included. Scenario names
     come in shuffled rounds of all `scenarios`, so any len(scenarios) consecutive scenes hold
-    each once; each scene draws from its own Generator (adding scenes changes no earlier one)."""
+    each once; each scene draws from its own Generator (adding scenes changes no earlier one).
+    `twins`: a scenario with a decoy twin (TWINS) is followed by its twin drawn from the same
+    Generators: the same street, rig, scenery and traffic, only the cue differs (a red and a
+    green light). A model trained on such pairs cannot tell them apart by the background."""
     names = tuple(scenarios) if scenarios else SCENARIOS
     if unknown := set(names) - set(SCENARIOS):
         raise ValueError(f"unknown scenarios {sorted(unknown)}; known: {', '.join(SCENARIOS)}")
+    pairs = {a: b for a, b in TWINS.items() if twins and a in names and b in names}
+    units = [(n, pairs[n]) if n in pairs else (n,) for n in names if n not in pairs.values()]
     rng, order = np.random.default_rng([seed, 7919]), []
-    while len(order) < scenes:
-        order += [names[i] for i in rng.permutation(len(names))]
+    while len(order) < scenes:  # without twins: the rounds of names as they always were
+        for u in rng.permutation(len(units)):
+            first = len(order)  # (name, the scene index it draws from, whether paired)
+            order += [(name, first, len(units[u]) == 2) for name in units[u]]
     n_key = max(2, int(round(seconds / KEY_DT)))
     out = []
-    for i, name in enumerate(order[:scenes]):
-        sc = build_scenario(name, np.random.default_rng([seed, i]), n_key)
+    for i, (name, draw, paired) in enumerate(order[:scenes]):
+        sc = build_scenario(name, np.random.default_rng([seed, draw]), n_key)
+        if paired:
+            sc.draw = draw
         for j, a in enumerate(sc.actors):
             a.token = token(seed, i, "instance", j)
         out.append(sc)
@@ -251,7 +268,7 @@ def _write_scene(root: Path, sc: Scenario, i: int, seed: int, size: tuple[int, i
 def _scene(root: Path, tables: dict, sc: Scenario, i: int, seed: int, size: tuple[int, int],
            tick, pool: ThreadPoolExecutor) -> None:
     tok = lambda *p: token(seed, i, *p)  # noqa: E731
-    rng = np.random.default_rng([seed, i, 1])
+    rng = np.random.default_rng([seed, i if sc.draw is None else sc.draw, 1])
     rig = make_rig(size, rng)
     to_global, theta, t0, logfile = _start_scene(root, tables, sc, i, seed, rng, rig)
     ground = paint_ground(sc.road, rng)
@@ -332,7 +349,7 @@ def _scene(root: Path, tables: dict, sc: Scenario, i: int, seed: int, size: tupl
 def make_dataset(out: str | Path, scenes: int, seed: int = 0, version: str = "v1.0-synth",
                  size: tuple[int, int] = (640, 360), seconds: float = 20.0,
                  progress: bool = False, scenarios: Sequence[str] | None = None,
-                 workers: int = 1) -> dict:
+                 workers: int = 1, twins: bool = False) -> dict:
     """Write `scenes` synthetic scenes of `seconds` each (2 Hz key frames) under `out` in the
     nuScenes layout. `scenarios` restricts the scenario names (default: all of SCENARIOS).
     workers > 1 renders scenes in that many spawned processes (0: one per CPU), with the same
@@ -344,7 +361,7 @@ def make_dataset(out: str | Path, scenes: int, seed: int = 0, version: str = "v1
     for sub in [version, "maps"] + [f"samples/{c}" for c in CHANNELS]:
         (root / sub).mkdir(parents=True, exist_ok=True)
     size = (int(size[0]), int(size[1]))
-    plans = plan_scenes(scenes, seed, seconds, scenarios)
+    plans = plan_scenes(scenes, seed, seconds, scenarios, twins)
     tables = {name: [] for name in TABLES}
     tables.update(_static_tables())
     jobs = [(root, sc, i, seed, size) for i, sc in enumerate(plans)]

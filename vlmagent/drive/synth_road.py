@@ -143,6 +143,9 @@ class Scenario:
     actors: list[Actor] = field(default_factory=list)
     blocks: list[Block] = field(default_factory=list)
     params: dict = field(default_factory=dict)
+    # the scene index whose generators this scene draws from: a decoy twin made with
+    # plan_scenes(twins=True) shares its twin's (same road, rig, scenery and traffic)
+    draw: int | None = None
 
     @property
     def description(self) -> str:
@@ -151,6 +154,8 @@ class Scenario:
         out = f"synthetic: {self.name}; cue: {self.cue}"
         if "hidden_until" in self.params:
             out += f"; hidden until: {self.params['hidden_until']:.2f} s"
+        if self.draw is not None:  # the held-out split keeps twins together (domains/driving)
+            out += f"; twin group: {self.draw}"
         return out
 
 

@@ -48,6 +48,8 @@ SIDE_CUE_DEG = 35.0  # CAM_FRONT sees +-32 deg: a side-camera cue stays beyond t
 SCENARIOS: tuple[str, ...] = (
     "clear_road", "lead_vehicle_braking", "red_light_far", "green_light_far", "pedestrian_side",
     "pedestrian_side_clear", "turn_left", "turn_right", "cut_in")
+# scenario -> its decoy twin: the same geometry drawn the same way, told apart only by the cue
+TWINS = {"red_light_far": "green_light_far", "pedestrian_side": "pedestrian_side_clear"}
 
 
 # ---- the scenario scripts ----

@@ -25,10 +25,13 @@ from vlmagent.images import Size, image_key, resize_seen
 WEIGHTS, META = "router.safetensors", "router.json"
 
 
-def pooled_features(policy: Any, images: list[Image.Image]) -> torch.Tensor:
-    """[n, dim]: the mean merged vision token of each image (already at its seen size)."""
+def pooled_features(policy: Any, images: list[Image.Image], pool: str = "mean") -> torch.Tensor:
+    """[n, dim]: the merged vision tokens of each image (already at its seen size), averaged
+    (`mean`) or their maximum per feature (`max`: a mean over 16 tokens dilutes what one token
+    shows; measured on far red / green lamps, a linear head on the max reads 0.88-0.90 held-out
+    where the mean memorised the streets, 0.62-0.69)."""
     feats = policy.image_features(policy.encode_images(images)).pooler_output
-    return torch.stack([f.mean(0) for f in feats])
+    return torch.stack([f.max(0).values if pool == "max" else f.mean(0) for f in feats])
 
 
 def new_head(policy: Any, seed: int = 1234) -> torch.nn.Linear:

@@ -5,14 +5,16 @@ alone, the model learns the format and the box but answers at chance (the loss s
 entropy of the image-dependent tokens).
 
 `warmup`, perception: two small linear heads on the vision tower's output tokens (the merged
-tokens the language model reads). `where`: the target's cell (the region to zoom into) from
-the OVERVIEW's tokens, averaged; `what`: the answer class from the ZOOM's tokens, averaged. Only
-the vision tower and the heads train, on the domain's `perception_batch(n, seed, seen_size,
-difficulty)` (in memory), easy images first: difficulty ramps from 0 to 1 over the first
-quarter of the stage. The heads live on the model as `warmup_heads` while the stage runs, so
-the optimiser, the gradient sync across ranks and the checkpoints include them: `prepare`
-attaches them before the stage's StageRun is built (needed to resume), and the stage's last
-step removes them, so its exported weights and every later stage are the plain model again.
+tokens the language model reads). `where`: the target's cell (the region to zoom into) from the
+OVERVIEW's tokens, averaged; `what`: the answer class from the ZOOM's tokens, averaged (stage
+`what_pool: max`: their maximum per feature, for an answer a few pixels of one token wide, as
+driving's far lamps are). Only the vision tower and the heads train, on the domain's
+`perception_batch(n, seed, seen_size, difficulty)` (in memory), easy images first: difficulty
+ramps from 0 to 1 over the first quarter of the stage. The heads live on the model as
+`warmup_heads` while the stage runs, so the optimiser, the gradient sync across ranks and the
+checkpoints include them: `prepare` attaches them before the stage's StageRun is built (needed
+to resume), and the stage's last step removes them, so its exported weights and every later
+stage are the plain model again.
 
 `readout`: SFT on expert trajectories with the decision tokens counted twice: loss = NLL over
 all policy tokens + NLL over the decision tokens, which are the final answer during the first
@@ -44,6 +46,7 @@ from vlmagent.types import Trajectory
 
 HEADS = "warmup_heads"
 HEAD_SEED = 1234  # heads start the same on every rank and every run
+POOLS = ("mean", "max")  # stage.what_pool
 
 
 def _domain(stage: StageConfig) -> PerceptionDomain:
@@ -63,6 +66,9 @@ def prepare(stage: StageConfig, policy: Any) -> None:
         raise ValueError(f"stage {stage.name}: the warm-up trains the vision tower, which is "
                          "frozen here: use full weights or policy.lora.train_vision: true")
     mod = _domain(stage)
+    if stage.what_pool not in POOLS:
+        raise ValueError(f"stage {stage.name}: what_pool {stage.what_pool!r} "
+                         f"(valid: {', '.join(POOLS)})")
     classes = len(next(iter(mod.ANSWERS.values())))
     dim = core.get_input_embeddings().embedding_dim  # merged vision tokens enter the LM as is
     with torch.random.fork_rng(devices=[]):  # leaves the global RNG stream untouched
@@ -126,7 +132,7 @@ def _perception(run: StageRun, cfg: Config, heads: Any, seed: int) -> tuple[torc
     batch = shard(make(st.batch_size, seed, seen_fn(policy, cfg.agent), difficulty,
                        **dataset_args(cfg), **options), run.acc)
     where = heads["where"](pooled_features(policy, [b["overview"] for b in batch]))
-    what = heads["what"](pooled_features(policy, [b["zoom"] for b in batch]))
+    what = heads["what"](pooled_features(policy, [b["zoom"] for b in batch], st.what_pool))
     cells = torch.tensor([b["cell"] for b in batch], device=where.device)
     labels = torch.tensor([b["label"] for b in batch], device=what.device)
     lw, lc = F.cross_entropy(where, cells), F.cross_entropy(what, labels)
